@@ -1,0 +1,63 @@
+//! Debug-exit port: a test guest ends the VM with a chosen code.
+//!
+//! Same contract as QEMU's `isa-debug-exit`: the guest writes a byte `v`
+//! and the VMM exits with status `(v << 1) | 1`, so a test harness can tell
+//! a guest-chosen result from the VMM's own statuses.
+
+use std::sync::Arc;
+
+use crate::{BusDevice, VmControl, VmRequest};
+
+/// The conventional I/O port (QEMU `isa-debug-exit`'s default).
+pub const DEFAULT_PORT: u16 = 0x501;
+
+/// The debug-exit device.
+pub struct DebugExit {
+    control: Arc<dyn VmControl>,
+}
+
+impl std::fmt::Debug for DebugExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DebugExit").finish_non_exhaustive()
+    }
+}
+
+impl DebugExit {
+    /// A debug-exit device that reports to `control`.
+    pub fn new(control: Arc<dyn VmControl>) -> Self {
+        Self { control }
+    }
+}
+
+impl BusDevice for DebugExit {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset == 0 {
+            if let Some(&v) = data.first() {
+                self.control.request(VmRequest::DebugExit(v));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::RecordingControl;
+
+    #[test]
+    fn write_requests_exit_with_value() {
+        let ctl = Arc::new(RecordingControl::default());
+        let mut dev = DebugExit::new(ctl.clone());
+        dev.write(0, &[0x10]);
+        assert_eq!(ctl.taken(), vec![VmRequest::DebugExit(0x10)]);
+        let mut buf = [0u8; 1];
+        dev.read(0, &mut buf);
+        assert_eq!(buf, [0xff]);
+        dev.write(1, &[7]);
+        assert!(ctl.taken().is_empty());
+    }
+}
