@@ -1,1 +1,148 @@
-//! vmm
+//! Tessera: a KVM virtual machine monitor for VMs with their own slice of a
+//! real GPU.
+//!
+//! [`run`] boots a [`VmConfig`] and returns how it ended; the `tessera`
+//! binary is a thin command line over it.
+
+#![deny(missing_docs)]
+
+pub mod boot;
+pub mod bus;
+pub mod config;
+pub mod console;
+pub mod control;
+pub mod event_loop;
+pub mod exit;
+pub mod kvm;
+pub mod logger;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;
+
+use std::sync::Arc;
+
+pub use config::{BootSource, CpuMode, OnReset, SerialConfig, SharedBuffer, VmConfig};
+pub use control::StopReason;
+pub use vm::Report;
+
+/// Exit status: the guest powered off (or `--expect-serial` matched).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the VM failed (triple fault, KVM error) or the VMM did.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: bad input (command line, files, host setup).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the guest reset the machine (with `--on-reset exit`).
+pub const EXIT_RESET: u8 = 3;
+/// Exit status: `--timeout` expired (as timeout(1)).
+pub const EXIT_TIMEOUT: u8 = 124;
+
+/// The most vCPUs Tessera supports: xAPIC IDs are 8 bits and 0xff is the
+/// broadcast ID.
+pub const MAX_CPUS: u32 = 254;
+
+/// Everything that can stop Tessera before or while running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// KVM could not be used.
+    #[error(transparent)]
+    Kvm(#[from] kvm::KvmError),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    /// Loading the kernel.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    /// Setting up a vCPU.
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::VcpuError),
+    /// Console setup.
+    #[error(transparent)]
+    Console(#[from] console::ConsoleError),
+    /// Building ACPI tables.
+    #[error("ACPI tables: {0}")]
+    Acpi(#[from] firmware::acpi::AcpiError),
+    /// Two devices claim the same addresses (a Tessera bug).
+    #[error("device layout: {0}")]
+    Bus(#[from] bus::BusError),
+    /// The event loop failed.
+    #[error("event loop: {0}")]
+    EventLoop(String),
+    /// Writing setup data into guest memory failed.
+    #[error("cannot write {0} into guest memory: {1}")]
+    GuestWrite(&'static str, String),
+    /// A host resource could not be had.
+    #[error("cannot {0}: {1}")]
+    Io(&'static str, std::io::Error),
+}
+
+impl Error {
+    /// True when the user can fix it by changing the input or the host
+    /// setup (exit status [`EXIT_USAGE`]); false for Tessera or KVM faults.
+    pub fn is_user_error(&self) -> bool {
+        use boot::BootError as B;
+        use kvm::KvmError as K;
+        match self {
+            Error::Config(_)
+            | Error::Memory(_)
+            | Error::Console(console::ConsoleError::OpenFile(..)) => true,
+            Error::Kvm(K::Missing(_) | K::PermissionDenied(_) | K::MissingCap(_) | K::Open(..)) => {
+                true
+            }
+            Error::Boot(B::Write(..)) => false,
+            Error::Boot(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl StopReason {
+    /// The process exit status for this outcome.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StopReason::PowerOff | StopReason::ExpectSeen | StopReason::UserQuit => EXIT_OK,
+            StopReason::Reset => EXIT_RESET,
+            // QEMU isa-debug-exit's convention, so existing test guests work.
+            StopReason::DebugExit(v) => ((u32::from(*v) << 1) | 1) as u8,
+            StopReason::Timeout => EXIT_TIMEOUT,
+            StopReason::Signal(n) => (128 + n) as u8,
+            StopReason::Fatal { .. } => EXIT_FAILURE,
+        }
+    }
+}
+
+/// Validate `cfg`, open KVM, and run the VM until it stops. With
+/// `--on-reset restart` a guest reset rebuilds the VM and boots again.
+pub fn run(cfg: &VmConfig) -> Result<Report, Error> {
+    cfg.validate()?;
+    let layout = memory::plan(cfg.memory)?;
+    let kvm = kvm::open(&cfg.kvm_path)?;
+    let max = kvm::max_vcpus(&kvm);
+    if cfg.cpus > max {
+        return Err(config::ConfigError::TooManyCpus {
+            requested: cfg.cpus,
+            limit: max,
+            why: "KVM on this host allows in one VM",
+        }
+        .into());
+    }
+    // Signals are blocked before any vCPU thread exists, so only the
+    // event loop ever sees them.
+    let signals = Arc::new(
+        event_loop::SignalGuard::new().map_err(|e| Error::Io("set up signal handling", e))?,
+    );
+    let _raw = match cfg.serial {
+        SerialConfig::Stdio => console::RawTerminal::stdin()?,
+        _ => None,
+    };
+    loop {
+        let report = vm::run_once(cfg, &kvm, &layout, &signals)?;
+        if report.reason == StopReason::Reset && cfg.on_reset == OnReset::Restart {
+            log::info!("guest reset: starting the VM again");
+            continue;
+        }
+        return Ok(report);
+    }
+}

@@ -1,1 +1,197 @@
-fn main() {}
+//! The `tessera` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use vmm::config::{ConfigError, parse_size, parse_timeout};
+use vmm::{BootSource, EXIT_FAILURE, EXIT_USAGE, OnReset, SerialConfig, StopReason, VmConfig};
+
+/// Tessera: a KVM virtual machine monitor that gives a VM its own slice of a real GPU.
+#[derive(Parser, Debug)]
+#[command(name = "tessera", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a VM and run it until it powers off.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Console: with --serial stdio the terminal is in raw mode; Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A.
+
+Exit status:
+  0    the guest powered off, or --expect-serial text appeared
+  1    the VM failed (triple fault, KVM error) or Tessera did
+  2    bad input: options, files, or host setup (/dev/kvm)
+  3    the guest reset the machine (with --on-reset exit)
+  124  --timeout expired
+  128+N  stopped by signal N (130 SIGINT, 143 SIGTERM)
+  (v<<1)|1  the guest wrote v to --debug-exit-port")]
+struct RunArgs {
+    /// Guest RAM, e.g. 512M or 4G.
+    #[arg(long, short = 'm', default_value = "512M", value_name = "SIZE")]
+    memory: String,
+    /// Number of vCPUs.
+    #[arg(long, short = 'c', default_value_t = 1, value_name = "N")]
+    cpus: u32,
+    /// Linux kernel to boot directly (bzImage, or an ELF with a PVH note).
+    #[arg(long, short = 'k', value_name = "PATH")]
+    kernel: PathBuf,
+    /// Initramfs for the kernel.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "console=ttyS0", value_name = "STR")]
+    cmdline: String,
+    /// Where COM1 goes: stdio, null or file=PATH.
+    #[arg(long, default_value = "stdio", value_name = "stdio|file=PATH|null")]
+    serial: String,
+    /// What a guest reset does: exit (status 3) or restart.
+    #[arg(long, default_value = "exit", value_name = "exit|restart")]
+    on_reset: String,
+    /// Exit 0 as soon as TEXT appears on the serial console.
+    #[arg(long, value_name = "TEXT")]
+    expect_serial: Option<String>,
+    /// Stop after SECS seconds with status 124, printing the last serial lines.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<String>,
+    /// I/O port of a debug-exit device for test guests (QEMU isa-debug-exit's convention).
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    debug_exit_port: Option<u16>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "warn", value_name = "LEVEL", value_parser = parse_level)]
+    log_level: log::LevelFilter,
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not a log level (error, warn, info, debug, trace, off)"))
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    let v = match s.strip_prefix("0x") {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    v.map_err(|_| format!("'{s}' is not an I/O port (0-65535, decimal or 0x-hex)"))
+}
+
+fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
+    let mut cfg = VmConfig::new(BootSource::Kernel {
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        cmdline: args.cmdline.clone(),
+    });
+    cfg.memory = parse_size(&args.memory)?;
+    cfg.cpus = args.cpus;
+    cfg.serial = args.serial.parse::<SerialConfig>()?;
+    cfg.on_reset = args.on_reset.parse::<OnReset>()?;
+    cfg.expect_serial = args.expect_serial.clone();
+    cfg.timeout = args.timeout.as_deref().map(parse_timeout).transpose()?;
+    cfg.debug_exit_port = args.debug_exit_port;
+    Ok(cfg)
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tessera: error: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::from(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        EXIT_USAGE
+                    } else {
+                        0
+                    },
+                );
+            }
+            // One line: clap's first line, without the usage block.
+            let text = e.render().to_string();
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_string();
+            if first.ends_with(':') {
+                // "the following required arguments were not provided:" + the list
+                first = format!("{first} {}", lines.next().unwrap_or(""));
+            }
+            return usage_error(format_args!("{first} (see 'tessera run --help')"));
+        }
+    };
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        vmm::console::restore_terminal();
+        previous(info);
+    }));
+    match cli.command {
+        Command::Run(args) => run(&args),
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    vmm::logger::init(args.log_level);
+    let cfg = match config(args) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    match vmm::run(&cfg) {
+        Ok(report) => {
+            match &report.reason {
+                StopReason::Timeout => {
+                    eprintln!(
+                        "tessera: timed out after {}s; last serial lines:\n{}",
+                        cfg.timeout.map(|t| t.as_secs()).unwrap_or(0),
+                        indent(&report.serial_tail)
+                    );
+                }
+                StopReason::Fatal { cpu, message } => {
+                    eprintln!(
+                        "tessera: vCPU {cpu} stopped the VM: {}",
+                        message.lines().next().unwrap_or("")
+                    );
+                    if !report.serial_tail.is_empty() {
+                        eprintln!(
+                            "tessera: last serial lines:\n{}",
+                            indent(&report.serial_tail)
+                        );
+                    }
+                }
+                StopReason::Reset => log::info!("guest reset the machine"),
+                other => log::info!("VM stopped: {other:?}"),
+            }
+            ExitCode::from(report.reason.exit_code())
+        }
+        Err(e) if e.is_user_error() => usage_error(e),
+        Err(e) => {
+            eprintln!("tessera: error: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,250 @@
+//! PIO and MMIO buses shared by every vCPU thread.
+//!
+//! A bus maps non-overlapping address ranges to devices. Lookups take the
+//! bus's read lock only (vCPUs never serialize on the bus itself); each
+//! device has its own mutex, so two vCPUs touching different devices run in
+//! parallel. The write lock is taken only to add or remove ranges, never
+//! from inside a device callback (devices cannot reach the bus at all).
+//!
+//! Unclaimed reads return all-ones, as an open PC bus does; unclaimed
+//! accesses are counted and otherwise ignored.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use devices::BusDevice;
+use log::debug;
+
+/// Bus errors.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BusError {
+    /// A range of length zero (or one that wraps around) was registered.
+    #[error("invalid bus range {base:#x}+{len:#x}")]
+    InvalidRange {
+        /// Start of the range.
+        base: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// The new range overlaps one already registered.
+    #[error("bus range {base:#x}+{len:#x} overlaps the device at {other:#x}")]
+    Overlap {
+        /// Start of the new range.
+        base: u64,
+        /// Its length.
+        len: u64,
+        /// Start of the range it overlaps.
+        other: u64,
+    },
+    /// Nothing is registered at that base.
+    #[error("no device registered at {0:#x}")]
+    NotFound(u64),
+}
+
+/// A device as held by a bus.
+pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
+
+#[derive(Clone)]
+struct Entry {
+    len: u64,
+    device: SharedDevice,
+}
+
+/// One address space (port I/O or MMIO).
+#[derive(Default)]
+pub struct Bus {
+    name: &'static str,
+    ranges: RwLock<BTreeMap<u64, Entry>>,
+    unclaimed_reads: AtomicU64,
+    unclaimed_writes: AtomicU64,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("name", &self.name)
+            .field("unclaimed_reads", &self.unclaimed_reads)
+            .field("unclaimed_writes", &self.unclaimed_writes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// An empty bus; `name` appears in logs ("pio", "mmio").
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            ..Self::default()
+        }
+    }
+
+    /// Register `device` for `[base, base + len)`.
+    pub fn insert(&self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
+        let end = base
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(BusError::InvalidRange { base, len })?;
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((&other, e)) = ranges.range(..end).next_back() {
+            if other + e.len > base {
+                return Err(BusError::Overlap { base, len, other });
+            }
+        }
+        ranges.insert(base, Entry { len, device });
+        Ok(())
+    }
+
+    /// Remove the device registered at exactly `base`.
+    pub fn remove(&self, base: u64) -> Result<SharedDevice, BusError> {
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        ranges
+            .remove(&base)
+            .map(|e| e.device)
+            .ok_or(BusError::NotFound(base))
+    }
+
+    fn lookup(&self, addr: u64, len: usize) -> Option<(u64, SharedDevice)> {
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
+        let (&base, e) = ranges.range(..=addr).next_back()?;
+        let end = addr.checked_add(len as u64)?;
+        (end <= base + e.len).then(|| (base, e.device.clone()))
+    }
+
+    /// Dispatch a read; returns false (and fills all-ones) when unclaimed.
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        match self.lookup(addr, data.len()) {
+            Some((base, dev)) => {
+                lock(&dev).read(addr - base, data);
+                true
+            }
+            None => {
+                data.fill(0xff);
+                let n = self.unclaimed_reads.fetch_add(1, Ordering::Relaxed);
+                if n < 16 {
+                    debug!(
+                        "{}: unclaimed read of {} bytes at {addr:#x}",
+                        self.name,
+                        data.len()
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Dispatch a write; returns false (and drops it) when unclaimed.
+    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        match self.lookup(addr, data.len()) {
+            Some((base, dev)) => {
+                lock(&dev).write(addr - base, data);
+                true
+            }
+            None => {
+                let n = self.unclaimed_writes.fetch_add(1, Ordering::Relaxed);
+                if n < 16 {
+                    debug!("{}: unclaimed write of {data:02x?} at {addr:#x}", self.name);
+                }
+                false
+            }
+        }
+    }
+
+    /// (unclaimed reads, unclaimed writes) so far.
+    pub fn unclaimed(&self) -> (u64, u64) {
+        (
+            self.unclaimed_reads.load(Ordering::Relaxed),
+            self.unclaimed_writes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Lock a device, recovering from a poisoned mutex: a device that panicked
+/// once must not take every later vCPU exit down with it.
+fn lock(dev: &SharedDevice) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
+    dev.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The VM's two address spaces.
+#[derive(Debug)]
+pub struct Buses {
+    /// Port I/O (16-bit addresses).
+    pub pio: Bus,
+    /// Memory-mapped I/O.
+    pub mmio: Bus,
+}
+
+impl Default for Buses {
+    fn default() -> Self {
+        Self {
+            pio: Bus::new("pio"),
+            mmio: Bus::new("mmio"),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Stores the last write; reads return the offset.
+    #[derive(Default)]
+    pub struct Probe {
+        pub writes: Vec<(u64, Vec<u8>)>,
+    }
+    impl BusDevice for Probe {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            data.fill(offset as u8);
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            self.writes.push((offset, data.to_vec()));
+        }
+    }
+
+    #[test]
+    fn dispatch_offsets_and_unclaimed() {
+        let bus = Bus::new("t");
+        let probe = Arc::new(Mutex::new(Probe::default()));
+        bus.insert(0x3f8, 8, probe.clone()).unwrap();
+        let mut b = [0u8; 1];
+        assert!(bus.read(0x3fd, &mut b));
+        assert_eq!(b, [5]);
+        assert!(bus.write(0x3f8, b"A"));
+        assert_eq!(probe.lock().unwrap().writes, vec![(0, vec![b'A'])]);
+        let mut w = [0u8; 4];
+        assert!(!bus.read(0x400, &mut w));
+        assert_eq!(w, [0xff; 4]);
+        // An access straddling the end of a range is not claimed.
+        assert!(!bus.read(0x3fe, &mut w));
+        assert!(!bus.write(0x10, &[1]));
+        assert_eq!(bus.unclaimed(), (2, 1));
+    }
+
+    #[test]
+    fn overlaps_are_refused() {
+        let bus = Bus::new("t");
+        let d = || Arc::new(Mutex::new(Probe::default()));
+        bus.insert(0x100, 0x10, d()).unwrap();
+        assert!(matches!(
+            bus.insert(0x108, 4, d()),
+            Err(BusError::Overlap { .. })
+        ));
+        assert!(matches!(
+            bus.insert(0xf8, 9, d()),
+            Err(BusError::Overlap { .. })
+        ));
+        bus.insert(0xf8, 8, d()).unwrap();
+        bus.insert(0x110, 1, d()).unwrap();
+        assert!(matches!(
+            bus.insert(0, 0, d()),
+            Err(BusError::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            bus.insert(u64::MAX, 2, d()),
+            Err(BusError::InvalidRange { .. })
+        ));
+        bus.remove(0x100).unwrap();
+        assert_eq!(bus.remove(0x100).err(), Some(BusError::NotFound(0x100)));
+        bus.insert(0x104, 4, d()).unwrap();
+    }
+}

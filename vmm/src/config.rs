@@ -1,0 +1,387 @@
+//! What a VM is made of, parsed and checked before anything is created.
+//!
+//! Parsing here has no side effects beyond reading file metadata, so every
+//! bad input is reported before `/dev/kvm` is opened.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Configuration errors: each names the bad input and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A size such as `--memory` did not parse.
+    #[error(
+        "invalid size '{0}': use a number with an optional K, M, G or T suffix, e.g. 512M or 4G"
+    )]
+    BadSize(String),
+    /// `--cpus 0`.
+    #[error("--cpus must be at least 1")]
+    ZeroCpus,
+    /// More vCPUs than supported.
+    #[error("--cpus {requested} is more than {limit}, the most {why}")]
+    TooManyCpus {
+        /// What was asked for.
+        requested: u32,
+        /// The limit.
+        limit: u32,
+        /// Who imposes it.
+        why: &'static str,
+    },
+    /// A file given on the command line cannot be used.
+    #[error("{what} '{}': {reason}", path.display())]
+    BadFile {
+        /// Which option ("kernel", "initrd", ...).
+        what: &'static str,
+        /// The path as given.
+        path: PathBuf,
+        /// Why (not found, a directory, permission denied ...).
+        reason: String,
+    },
+    /// `--serial` value not understood.
+    #[error("invalid --serial '{0}': use stdio, null or file=PATH")]
+    BadSerial(String),
+    /// `--on-reset` value not understood.
+    #[error("invalid --on-reset '{0}': use exit or restart")]
+    BadOnReset(String),
+    /// `--timeout 0` or similar.
+    #[error("invalid --timeout '{0}': use a whole number of seconds, at least 1")]
+    BadTimeout(String),
+    /// `--expect-serial ''`.
+    #[error("--expect-serial needs a non-empty text")]
+    EmptyExpect,
+    /// A command line with a NUL byte.
+    #[error("--cmdline must not contain a NUL byte")]
+    BadCmdline,
+}
+
+/// Parse a size with an optional binary suffix (K, M, G, T; case-insensitive,
+/// an optional trailing `B`/`iB`). A bare number is bytes.
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::BadSize(s.to_string());
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let body = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (digits, shift) = match body.chars().last() {
+        Some('k') => (&body[..body.len() - 1], 10),
+        Some('m') => (&body[..body.len() - 1], 20),
+        Some('g') => (&body[..body.len() - 1], 30),
+        Some('t') => (&body[..body.len() - 1], 40),
+        _ => (body, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// Human form of a byte count (exact when it is a whole number of units).
+pub fn format_size(bytes: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        // Exact in this unit, or the largest unit that fits: 512M, 23.5G.
+        if bytes >= 1 << shift && (bytes % (1 << shift) == 0 || shift >= 20) {
+            if bytes % (1 << shift) == 0 {
+                return format!("{}{unit}", bytes >> shift);
+            }
+            return format!("{:.1}{unit}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if bytes >= 1 << shift {
+            return format!("{:.1}{unit}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// A buffer that collects serial output (tests, embedding).
+#[derive(Clone, Default)]
+pub struct SharedBuffer(pub Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    /// Everything written so far, lossily decoded.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl fmt::Debug for SharedBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedBuffer")
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where COM1 goes.
+#[derive(Debug, Clone, Default)]
+pub enum SerialConfig {
+    /// Host stdout, with host stdin as input (raw mode when it is a terminal).
+    #[default]
+    Stdio,
+    /// Appended to a file; no input.
+    File(PathBuf),
+    /// Discarded; no input.
+    Null,
+    /// Collected in memory; no input.
+    Capture(SharedBuffer),
+}
+
+impl FromStr for SerialConfig {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "stdio" => Ok(Self::Stdio),
+            "null" => Ok(Self::Null),
+            _ => match s.strip_prefix("file=") {
+                Some(p) if !p.is_empty() => Ok(Self::File(PathBuf::from(p))),
+                _ => Err(ConfigError::BadSerial(s.to_string())),
+            },
+        }
+    }
+}
+
+/// What a guest reset does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnReset {
+    /// Tessera exits with [`crate::EXIT_RESET`].
+    #[default]
+    Exit,
+    /// The VM is rebuilt from scratch and boots again.
+    Restart,
+}
+
+impl FromStr for OnReset {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "exit" => Ok(Self::Exit),
+            "restart" => Ok(Self::Restart),
+            _ => Err(ConfigError::BadOnReset(s.to_string())),
+        }
+    }
+}
+
+/// Parse `--timeout` seconds.
+pub fn parse_timeout(s: &str) -> Result<Duration, ConfigError> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+        _ => Err(ConfigError::BadTimeout(s.to_string())),
+    }
+}
+
+/// The mode a raw (test) image starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuMode {
+    /// 16-bit real mode at `cs:ip`.
+    Real {
+        /// Code segment selector (base = cs << 4).
+        cs: u16,
+        /// Instruction pointer.
+        ip: u16,
+    },
+    /// 64-bit long mode, identity-mapped first 4 GiB, at `rip`.
+    Long {
+        /// Entry point.
+        rip: u64,
+    },
+}
+
+/// What the VM boots.
+#[derive(Debug, Clone)]
+pub enum BootSource {
+    /// A Linux kernel (bzImage, or an ELF vmlinux / PVH ELF).
+    Kernel {
+        /// Kernel image.
+        kernel: PathBuf,
+        /// Optional initramfs.
+        initrd: Option<PathBuf>,
+        /// Kernel command line.
+        cmdline: String,
+    },
+    /// Raw machine code (hand-made test guests): `image` is copied to
+    /// `load_addr` and every vCPU starts at `mode`, each with its own
+    /// APIC ID (read it with CPUID leaf 1).
+    Raw {
+        /// The code/data bytes.
+        image: Vec<u8>,
+        /// Guest physical load address.
+        load_addr: u64,
+        /// Start state.
+        mode: CpuMode,
+    },
+}
+
+/// A whole VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// vCPU count.
+    pub cpus: u32,
+    /// What to boot.
+    pub boot: BootSource,
+    /// Where COM1 goes.
+    pub serial: SerialConfig,
+    /// What a guest reset does.
+    pub on_reset: OnReset,
+    /// Exit 0 as soon as this text appears on the serial console.
+    pub expect_serial: Option<String>,
+    /// Exit [`crate::EXIT_TIMEOUT`] after this long.
+    pub timeout: Option<Duration>,
+    /// I/O port of the debug-exit device (absent unless asked for).
+    pub debug_exit_port: Option<u16>,
+    /// Path of the KVM device (normally `/dev/kvm`).
+    pub kvm_path: PathBuf,
+}
+
+impl VmConfig {
+    /// A config with defaults: 512 MiB, 1 vCPU, serial on stdio.
+    pub fn new(boot: BootSource) -> Self {
+        Self {
+            memory: 512 << 20,
+            cpus: 1,
+            boot,
+            serial: SerialConfig::Stdio,
+            on_reset: OnReset::Exit,
+            expect_serial: None,
+            timeout: None,
+            debug_exit_port: None,
+            kvm_path: PathBuf::from("/dev/kvm"),
+        }
+    }
+
+    /// Checks that need no KVM: files readable, counts sane.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cpus == 0 {
+            return Err(ConfigError::ZeroCpus);
+        }
+        if self.cpus > crate::MAX_CPUS {
+            return Err(ConfigError::TooManyCpus {
+                requested: self.cpus,
+                limit: crate::MAX_CPUS,
+                why: "Tessera supports (xAPIC IDs)",
+            });
+        }
+        if let BootSource::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } = &self.boot
+        {
+            check_file("kernel", kernel)?;
+            if let Some(i) = initrd {
+                check_file("initrd", i)?;
+            }
+            if cmdline.contains('\0') {
+                return Err(ConfigError::BadCmdline);
+            }
+        }
+        if matches!(&self.expect_serial, Some(t) if t.is_empty()) {
+            return Err(ConfigError::EmptyExpect);
+        }
+        Ok(())
+    }
+}
+
+/// A regular file we can open for reading.
+pub fn check_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError::BadFile {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| bad(io_reason(&e)))?;
+    if meta.is_dir() {
+        return Err(bad("is a directory, not a file".into()));
+    }
+    std::fs::File::open(path).map_err(|e| bad(io_reason(&e)))?;
+    if meta.len() == 0 {
+        return Err(bad("is empty".into()));
+    }
+    Ok(())
+}
+
+/// Short, lowercase reason for an I/O error.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("4gib").unwrap(), 4 << 30);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        for bad in ["", "M", "-1G", "1.5G", "12X", "99999999999T", "4 G"] {
+            assert!(parse_size(bad).is_err(), "{bad} should be refused");
+        }
+        assert_eq!(format_size(512 << 20), "512M");
+        assert_eq!(format_size(3 << 30), "3G");
+        assert_eq!(format_size(24684096 << 10), "23.5G");
+    }
+
+    #[test]
+    fn serial_and_reset_options() {
+        assert!(matches!("stdio".parse(), Ok(SerialConfig::Stdio)));
+        assert!(matches!("null".parse(), Ok(SerialConfig::Null)));
+        assert!(
+            matches!("file=/tmp/x".parse(), Ok(SerialConfig::File(p)) if p == Path::new("/tmp/x"))
+        );
+        assert!("file=".parse::<SerialConfig>().is_err());
+        assert!("tcp".parse::<SerialConfig>().is_err());
+        assert_eq!("restart".parse::<OnReset>().unwrap(), OnReset::Restart);
+        assert!("reboot".parse::<OnReset>().is_err());
+        assert!(parse_timeout("0").is_err());
+        assert_eq!(parse_timeout("30").unwrap(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c = VmConfig::new(BootSource::Kernel {
+            kernel: "/nonexistent/vmlinuz".into(),
+            initrd: None,
+            cmdline: String::new(),
+        });
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("/nonexistent/vmlinuz") && e.contains("no such file"),
+            "{e}"
+        );
+        c.boot = BootSource::Kernel {
+            kernel: "/".into(),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("directory"));
+        c.cpus = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::ZeroCpus)));
+    }
+}

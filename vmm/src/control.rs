@@ -1,0 +1,161 @@
+//! How the VM is stopped: one place records the first reason and wakes the
+//! event loop, whoever asks (a device on a vCPU thread, a signal, a timer,
+//! the console watcher).
+//!
+//! Also the KVM-backed interrupt lines devices raise.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use devices::{IrqLine, LevelIrqLine, VmControl, VmRequest};
+use kvm_ioctls::VmFd;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// ACPI S5 or a KVM shutdown event.
+    PowerOff,
+    /// 0xCF9, i8042 or a KVM reset event.
+    Reset,
+    /// The debug-exit port was written.
+    DebugExit(u8),
+    /// `--expect-serial` text seen.
+    ExpectSeen,
+    /// `--timeout` expired.
+    Timeout,
+    /// SIGINT/SIGTERM/SIGHUP.
+    Signal(i32),
+    /// The user typed the console escape (Ctrl-A x).
+    UserQuit,
+    /// A vCPU could not continue.
+    Fatal {
+        /// The vCPU.
+        cpu: u32,
+        /// What happened (with registers when available).
+        message: String,
+    },
+}
+
+/// Shared stop latch + wake-up.
+#[derive(Debug)]
+pub struct Controller {
+    reason: Mutex<Option<StopReason>>,
+    stopping: AtomicBool,
+    wake: EventFd,
+}
+
+impl Controller {
+    /// A controller whose `wake` fd the event loop watches.
+    pub fn new() -> io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            reason: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            wake: EventFd::new(libc::EFD_NONBLOCK)?,
+        }))
+    }
+
+    /// Record `reason` if it is the first, and wake the event loop.
+    pub fn stop(&self, reason: StopReason) {
+        {
+            let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+            if r.is_some() {
+                return;
+            }
+            log::debug!("stopping: {reason:?}");
+            *r = Some(reason);
+        }
+        self.stopping.store(true, Ordering::SeqCst);
+        // A full eventfd counter still wakes the loop; nothing to do on error.
+        let _ = self.wake.write(1);
+    }
+
+    /// True once any stop was requested (vCPUs check it between exits).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The reason, once stopped.
+    pub fn reason(&self) -> Option<StopReason> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The fd the event loop watches.
+    pub fn wake_fd(&self) -> &EventFd {
+        &self.wake
+    }
+}
+
+impl VmControl for Controller {
+    fn request(&self, request: VmRequest) {
+        self.stop(match request {
+            VmRequest::PowerOff => StopReason::PowerOff,
+            VmRequest::Reset => StopReason::Reset,
+            VmRequest::DebugExit(v) => StopReason::DebugExit(v),
+        });
+    }
+}
+
+/// An edge interrupt through a KVM irqfd.
+#[derive(Debug)]
+pub struct IrqFd {
+    fd: EventFd,
+}
+
+impl IrqFd {
+    /// Register an irqfd for `gsi` on `vm`.
+    pub fn new(vm: &VmFd, gsi: u32) -> io::Result<Self> {
+        let fd = EventFd::new(libc::EFD_NONBLOCK)?;
+        vm.register_irqfd(&fd, gsi)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+        Ok(Self { fd })
+    }
+}
+
+impl IrqLine for IrqFd {
+    fn trigger(&self) -> io::Result<()> {
+        self.fd.write(1)
+    }
+}
+
+/// A level-triggered line driven with KVM_IRQ_LINE.
+#[derive(Debug)]
+pub struct KvmLevelIrq {
+    vm: Arc<VmFd>,
+    irq: u32,
+}
+
+impl KvmLevelIrq {
+    /// Line `irq` of the in-kernel PIC/IOAPIC.
+    pub fn new(vm: Arc<VmFd>, irq: u32) -> Self {
+        Self { vm, irq }
+    }
+}
+
+impl LevelIrqLine for KvmLevelIrq {
+    fn set_level(&self, asserted: bool) -> io::Result<()> {
+        self.vm
+            .set_irq_line(self.irq, asserted)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_reason_wins_and_wakes() {
+        let c = Controller::new().unwrap();
+        assert!(!c.is_stopping());
+        c.request(VmRequest::Reset);
+        c.stop(StopReason::PowerOff);
+        assert!(c.is_stopping());
+        assert_eq!(c.reason(), Some(StopReason::Reset));
+        assert_eq!(c.wake_fd().read().unwrap(), 1);
+    }
+}

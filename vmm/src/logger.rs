@@ -1,0 +1,47 @@
+//! A small stderr logger: `tessera: LEVEL message`, with the time since start.
+
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+struct Stderr {
+    start: Instant,
+}
+
+impl Log for Stderr {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let t = self.start.elapsed();
+        let mut err = std::io::stderr().lock();
+        // A message may span lines (register dumps); indent the rest.
+        let msg = r.args().to_string().replace('\n', "\n    ");
+        let _ = writeln!(
+            err,
+            "[{:>4}.{:03}] tessera {}: {msg}",
+            t.as_secs(),
+            t.subsec_millis(),
+            r.level().as_str().to_lowercase()
+        );
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: OnceLock<Stderr> = OnceLock::new();
+
+/// Install the logger at `level` (idempotent).
+pub fn init(level: LevelFilter) {
+    let logger = LOGGER.get_or_init(|| Stderr {
+        start: Instant::now(),
+    });
+    let _ = log::set_logger(logger);
+    log::set_max_level(level);
+}

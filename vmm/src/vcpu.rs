@@ -1,0 +1,388 @@
+//! vCPUs: setup for each boot mode, and the per-thread run loop.
+
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arch::cpuid::{CpuTopology, configure_cpuid};
+use kvm_bindings::{
+    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, Msrs, kvm_fpu, kvm_mp_state, kvm_run,
+};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use log::{error, warn};
+
+use crate::bus::Buses;
+use crate::control::{Controller, StopReason};
+use crate::exit::{ExitAction, handle_exit};
+
+/// vCPU errors.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// A KVM vCPU ioctl failed during setup.
+    #[error("vCPU {cpu}: KVM refused to {what}: {err}")]
+    Setup {
+        /// Which vCPU.
+        cpu: u32,
+        /// What was being done.
+        what: &'static str,
+        /// The ioctl error.
+        err: kvm_ioctls::Error,
+    },
+    /// CPUID shaping failed.
+    #[error("vCPU {0}: {1}")]
+    Cpuid(u32, arch::cpuid::CpuidError),
+    /// Mapping kvm_run failed.
+    #[error("vCPU {0}: cannot map its kvm_run page: {1}")]
+    Map(u32, std::io::Error),
+    /// Starting the thread failed.
+    #[error("cannot start the thread of vCPU {0}: {1}")]
+    Spawn(u32, std::io::Error),
+}
+
+/// How a vCPU starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuStart {
+    /// Linux 64-bit boot protocol (BSP).
+    Linux64 {
+        /// Entry point.
+        entry: u64,
+        /// Zero page (in RSI).
+        zero_page: u64,
+    },
+    /// PVH entry (BSP).
+    Pvh {
+        /// Entry point.
+        entry: u64,
+        /// hvm_start_info (in EBX).
+        start_info: u64,
+    },
+    /// Real mode at cs:ip, runnable at once (test guests; every vCPU).
+    Real {
+        /// Segment.
+        cs: u16,
+        /// Offset.
+        ip: u16,
+    },
+    /// Long mode at rip, runnable at once (test guests; every vCPU).
+    Long {
+        /// Entry.
+        rip: u64,
+    },
+    /// An application processor waiting for INIT/SIPI from the BSP.
+    WaitForSipi,
+}
+
+/// A read-only second mapping of a vCPU's `kvm_run` page.
+///
+/// kvm-ioctls hands out a port exit's data as one slice of `count * size`
+/// bytes and drops `size`, so a `rep insb` of four bytes looks like one
+/// 32-bit access. Reading `io.size` through this separate mapping (its own
+/// virtual address, never borrowed by Rust) recovers it without aliasing
+/// the slice the exit holds.
+struct RunView {
+    ptr: NonNull<kvm_run>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only shared memory owned by this struct; it is
+// only read with volatile loads.
+unsafe impl Send for RunView {}
+
+impl RunView {
+    fn new(fd: &VcpuFd, cpu: u32) -> Result<Self, VcpuError> {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        // SAFETY: mapping one read-only shared page of the vCPU fd at offset
+        // 0, which KVM backs with this vCPU's kvm_run; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(VcpuError::Map(cpu, std::io::Error::last_os_error()));
+        }
+        let ptr = NonNull::new(ptr.cast::<kvm_run>())
+            .ok_or_else(|| VcpuError::Map(cpu, std::io::Error::other("null mapping")))?;
+        Ok(Self { ptr, len: page })
+    }
+
+    /// Width of one port access of the current KVM_EXIT_IO.
+    fn io_size(&self) -> usize {
+        let run = self.ptr.as_ptr();
+        // SAFETY: `run` points at a live, page-sized, readable mapping of
+        // kvm_run; the io member of the exit union is plain integers, valid
+        // for any bit pattern, and is read with a volatile copy.
+        let io = unsafe { std::ptr::addr_of!((*run).__bindgen_anon_1.io).read_volatile() };
+        usize::from(io.size)
+    }
+}
+
+impl Drop for RunView {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping created in `new`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// One vCPU, configured and ready to run on its own thread.
+pub struct Vcpu {
+    index: u32,
+    fd: VcpuFd,
+    run_view: RunView,
+}
+
+impl std::fmt::Debug for Vcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vcpu")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+// LAPIC register offsets and delivery modes for LINT0/LINT1.
+const APIC_LVT0: usize = 0x350;
+const APIC_LVT1: usize = 0x360;
+const APIC_MODE_NMI: u32 = 0x4;
+const APIC_MODE_EXTINT: u32 = 0x7;
+
+impl Vcpu {
+    /// Create vCPU `index` and set it up to start as `start`.
+    pub fn new(
+        kvm: &Kvm,
+        vm: &VmFd,
+        index: u32,
+        cpu_count: u32,
+        start: VcpuStart,
+    ) -> Result<Self, VcpuError> {
+        let setup = |what: &'static str| {
+            move |err| VcpuError::Setup {
+                cpu: index,
+                what,
+                err,
+            }
+        };
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(setup("create the vCPU"))?;
+        let run_view = RunView::new(&fd, index)?;
+
+        let mut cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(setup("report its supported CPUID"))?;
+        configure_cpuid(
+            &mut cpuid,
+            &CpuTopology {
+                cpu_index: index,
+                cpu_count,
+            },
+        )
+        .map_err(|e| VcpuError::Cpuid(index, e))?;
+        fd.set_cpuid2(&cpuid).map_err(setup("set CPUID"))?;
+
+        let msrs = Msrs::from_entries(&arch::msr::boot_msrs()).map_err(|_| VcpuError::Setup {
+            cpu: index,
+            what: "build the MSR list",
+            err: kvm_ioctls::Error::new(libc::E2BIG),
+        })?;
+        let written = fd.set_msrs(&msrs).map_err(setup("set the boot MSRs"))?;
+        if written != msrs.as_slice().len() {
+            warn!(
+                "vCPU {index}: KVM accepted only {written} of {} boot MSRs",
+                msrs.as_slice().len()
+            );
+        }
+
+        // LINT0 delivers the PIC (ExtINT), LINT1 NMIs, as the BIOS would set them.
+        let mut lapic = fd.get_lapic().map_err(setup("read its local APIC"))?;
+        set_lvt_mode(&mut lapic.regs, APIC_LVT0, APIC_MODE_EXTINT);
+        set_lvt_mode(&mut lapic.regs, APIC_LVT1, APIC_MODE_NMI);
+        fd.set_lapic(&lapic).map_err(setup("set its local APIC"))?;
+
+        let fpu = kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
+        fd.set_fpu(&fpu).map_err(setup("set the FPU state"))?;
+
+        let base = fd
+            .get_sregs()
+            .map_err(setup("read its segment registers"))?;
+        let (regs, sregs, runnable) = match start {
+            VcpuStart::Linux64 { entry, zero_page } => (
+                arch::regs::long_mode_regs(entry, zero_page),
+                arch::regs::long_mode_sregs(&base),
+                false,
+            ),
+            VcpuStart::Pvh { entry, start_info } => (
+                arch::regs::pvh_regs(entry, start_info),
+                arch::regs::protected_mode_sregs(&base),
+                false,
+            ),
+            VcpuStart::Real { cs, ip } => (
+                arch::regs::real_mode_regs(u64::from(ip)),
+                arch::regs::real_mode_sregs(&base, cs),
+                true,
+            ),
+            VcpuStart::Long { rip } => (
+                arch::regs::long_mode_regs(rip, 0),
+                arch::regs::long_mode_sregs(&base),
+                true,
+            ),
+            VcpuStart::WaitForSipi => {
+                return Ok(Self {
+                    index,
+                    fd,
+                    run_view,
+                });
+            }
+        };
+        fd.set_sregs(&sregs)
+            .map_err(setup("set its segment registers"))?;
+        fd.set_regs(&regs).map_err(setup("set its registers"))?;
+        if runnable && index != 0 {
+            // Test guests start every vCPU at the entry instead of INIT/SIPI.
+            fd.set_mp_state(kvm_mp_state {
+                mp_state: KVM_MP_STATE_RUNNABLE,
+            })
+            .map_err(setup("make it runnable"))?;
+        }
+        Ok(Self {
+            index,
+            fd,
+            run_view,
+        })
+    }
+
+    /// Run on a new thread until the VM stops; returns the exit count.
+    pub fn spawn(
+        self,
+        buses: Arc<Buses>,
+        ctl: Arc<Controller>,
+    ) -> Result<JoinHandle<u64>, VcpuError> {
+        install_kick_handler();
+        let index = self.index;
+        std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || self.run(&buses, &ctl))
+            .map_err(|e| VcpuError::Spawn(index, e))
+    }
+
+    fn run(mut self, buses: &Buses, ctl: &Controller) -> u64 {
+        let mut exits = 0u64;
+        while !ctl.is_stopping() {
+            let action = match self.fd.run() {
+                Ok(exit) => {
+                    exits += 1;
+                    let io_size = self.run_view.io_size();
+                    handle_exit(exit, io_size, buses)
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    continue;
+                }
+                Err(e) => ExitAction::Fatal(format!("KVM_RUN failed: {e}")),
+            };
+            match action {
+                ExitAction::Continue => {}
+                ExitAction::PowerOff => ctl.stop(StopReason::PowerOff),
+                ExitAction::Reset => ctl.stop(StopReason::Reset),
+                ExitAction::Fatal(msg) => {
+                    let message = format!("{msg}\n{}", self.describe_state());
+                    error!("vCPU {}: {message}", self.index);
+                    ctl.stop(StopReason::Fatal {
+                        cpu: self.index,
+                        message,
+                    });
+                }
+            }
+        }
+        exits
+    }
+
+    /// Registers for a crash report.
+    fn describe_state(&self) -> String {
+        let regs = match self.fd.get_regs() {
+            Ok(r) => r,
+            Err(e) => return format!("(registers unavailable: {e})"),
+        };
+        let mut s = format!(
+            "rip={:#018x} rsp={:#018x} rflags={:#010x}\nrax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\nrsi={:#018x} rdi={:#018x} rbp={:#018x}\nr8={:#018x} r9={:#018x} r10={:#018x} r11={:#018x}\nr12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}",
+            regs.rip,
+            regs.rsp,
+            regs.rflags,
+            regs.rax,
+            regs.rbx,
+            regs.rcx,
+            regs.rdx,
+            regs.rsi,
+            regs.rdi,
+            regs.rbp,
+            regs.r8,
+            regs.r9,
+            regs.r10,
+            regs.r11,
+            regs.r12,
+            regs.r13,
+            regs.r14,
+            regs.r15
+        );
+        if let Ok(sr) = self.fd.get_sregs() {
+            s.push_str(&format!(
+                "\ncs={:#06x} base={:#x} ds={:#06x} ss={:#06x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+                sr.cs.selector, sr.cs.base, sr.ds.selector, sr.ss.selector, sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.efer
+            ));
+        }
+        s
+    }
+}
+
+fn set_lvt_mode(regs: &mut [std::os::raw::c_char; 1024], offset: usize, mode: u32) {
+    let mut b = [0u8; 4];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = regs[offset + i] as u8;
+    }
+    let v = (u32::from_le_bytes(b) & !0x700) | (mode << 8);
+    for (i, x) in v.to_le_bytes().iter().enumerate() {
+        regs[offset + i] = *x as std::os::raw::c_char;
+    }
+}
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+pub fn kick_signal() -> i32 {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn install_kick_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler) {
+            error!("cannot install the vCPU kick handler: {e}");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lvt_mode_bits() {
+        let mut regs = [0 as std::os::raw::c_char; 1024];
+        regs[APIC_LVT0] = 0x10;
+        regs[APIC_LVT0 + 2] = 0x01; // mask bit 16
+        set_lvt_mode(&mut regs, APIC_LVT0, APIC_MODE_EXTINT);
+        assert_eq!(regs[APIC_LVT0] as u8, 0x10);
+        assert_eq!(regs[APIC_LVT0 + 1] as u8, 0x07);
+        assert_eq!(regs[APIC_LVT0 + 2] as u8, 0x01);
+    }
+}
