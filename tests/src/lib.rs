@@ -6,6 +6,8 @@
 
 #![deny(missing_docs)]
 
+pub mod images;
+
 use std::time::Duration;
 
 use vmm::{BootSource, CpuMode, Report, SerialConfig, SharedBuffer, VmConfig};
@@ -39,4 +41,23 @@ pub fn run_raw(image: &[u8], load_addr: u64, mode: CpuMode, cpus: u32) -> (Repor
     cfg.timeout = Some(Duration::from_secs(60));
     let report = vmm::run(&cfg).unwrap_or_else(|e| panic!("the VM did not run: {e}"));
     (report, serial.text())
+}
+
+/// The `tessera` binary built next to this test (cargo builds it for the
+/// workspace's tests; build it with `cargo build -p vmm` when running the
+/// `tests` crate alone).
+pub fn tessera_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/tessera
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("tessera"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p vmm` first",
+        bin.display()
+    );
+    bin
 }

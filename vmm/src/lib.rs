@@ -137,9 +137,16 @@ pub fn run(cfg: &VmConfig) -> Result<Report, Error> {
         SerialConfig::Stdio => console::RawTerminal::stdin()?,
         _ => None,
     };
+    // One deadline for the whole run: a guest that keeps resetting under
+    // --on-reset restart must still time out.
+    let deadline = cfg.timeout.map(|t| std::time::Instant::now() + t);
     loop {
-        let report = vm::run_once(cfg, &kvm, &layout, &signals)?;
+        let mut report = vm::run_once(cfg, &kvm, &layout, &signals, deadline)?;
         if report.reason == StopReason::Reset && cfg.on_reset == OnReset::Restart {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                report.reason = StopReason::Timeout;
+                return Ok(report);
+            }
             log::info!("guest reset: starting the VM again");
             continue;
         }

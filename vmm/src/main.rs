@@ -25,6 +25,8 @@ enum Command {
 #[command(after_help = "\
 Console: with --serial stdio the terminal is in raw mode; Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A.
 
+Environment: TESSERA_KVM_DEVICE overrides the KVM device path (default /dev/kvm).
+
 Exit status:
   0    the guest powered off, or --expect-serial text appeared
   1    the VM failed (triple fault, KVM error) or Tessera did
@@ -95,6 +97,9 @@ fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
     cfg.expect_serial = args.expect_serial.clone();
     cfg.timeout = args.timeout.as_deref().map(parse_timeout).transpose()?;
     cfg.debug_exit_port = args.debug_exit_port;
+    if let Some(dev) = std::env::var_os("TESSERA_KVM_DEVICE") {
+        cfg.kvm_path = dev.into();
+    }
     Ok(cfg)
 }
 

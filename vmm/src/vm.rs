@@ -5,12 +5,12 @@
 //! event loop until something stops the VM → vCPUs kicked and joined.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arch::layout::{self, MemoryLayout};
 use devices::VmControl;
 use devices::acpi_pm::{self, AcpiPm};
-use devices::legacy::{DebugExit, I8042, ResetControl, Serial, serial};
+use devices::legacy::{Cmos, DebugExit, I8042, ResetControl, Serial, cmos, serial};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::Kvm;
 use log::{debug, info, warn};
@@ -53,6 +53,7 @@ pub(crate) fn run_once(
     kvm: &Kvm,
     layout: &MemoryLayout,
     signals: &Arc<SignalGuard>,
+    deadline: Option<Instant>,
 ) -> Result<Report, Error> {
     let ctl = Controller::new().map_err(|e| Error::Io("create the stop latch", e))?;
     let control: Arc<dyn VmControl> = ctl.clone();
@@ -106,6 +107,16 @@ pub(crate) fn run_once(
         u64::from(acpi_pm::DEFAULT_PMBASE),
         u64::from(acpi_pm::BLOCK_LEN),
         Arc::new(Mutex::new(AcpiPm::new(control.clone(), Some(sci)))),
+    )?;
+    let high_ram = layout.high_ram().map_or(0, |(_, size)| size);
+    buses.pio.insert(
+        u64::from(cmos::PORT),
+        u64::from(cmos::PORT_LEN),
+        Arc::new(Mutex::new(Cmos::new(
+            layout.low_ram_end(),
+            high_ram,
+            cfg.cpus,
+        ))),
     )?;
     if let Some(port) = cfg.debug_exit_port {
         buses.pio.insert(
@@ -162,9 +173,13 @@ pub(crate) fn run_once(
         signals.clone(),
         ctl.clone(),
     ))));
-    if let Some(t) = cfg.timeout {
-        let sub =
-            TimeoutSubscriber::new(t, ctl.clone()).map_err(|e| Error::Io("arm the timeout", e))?;
+    if let Some(deadline) = deadline {
+        // A zero duration would disarm the timer: expire at once instead.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let sub = TimeoutSubscriber::new(left, ctl.clone())
+            .map_err(|e| Error::Io("arm the timeout", e))?;
         em.add_subscriber(Arc::new(Mutex::new(sub)));
     }
     if matches!(cfg.serial, SerialConfig::Stdio) {
@@ -249,6 +264,7 @@ fn stop_vcpus(handles: &[std::thread::JoinHandle<u64>]) -> bool {
 fn write_acpi(mem: &GuestMemoryMmap, cpus: u32) -> Result<u64, Error> {
     let cfg = firmware::acpi::AcpiConfig {
         cpu_count: cpus,
+        cmos_rtc: true,
         ..Default::default()
     };
     let tables = firmware::acpi::build(&cfg)?;

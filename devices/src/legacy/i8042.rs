@@ -2,10 +2,15 @@
 //!
 //! Guests reboot by writing the "pulse output line" command 0xFE to the
 //! command port (0x64). Linux's `reboot=k` path first polls the status
-//! register until the input buffer is empty, so status reads return 0 (no
-//! data, input buffer empty). Data-port reads return 0; all other commands
-//! are accepted and ignored. Keyboards and mice are not emulated; the FADT
-//! says so (no 8042 flag), so guests do not probe for them.
+//! register until the input buffer is empty, so the input-buffer-full bit
+//! always reads clear.
+//!
+//! Keyboards and mice are not emulated, and the FADT says there is no 8042.
+//! Some kernels probe the ports anyway; they first drain the output buffer
+//! and decide "no controller" when it never empties. So the status register
+//! reports output-buffer-full forever (0x01) and data reads return 0xff:
+//! the probe gives up after 16 reads instead of waiting a second or more
+//! for answers to its commands. Other commands are accepted and ignored.
 
 use std::sync::Arc;
 
@@ -19,6 +24,8 @@ pub const PORT_LEN: u16 = 5;
 const DATA: u64 = 0;
 const COMMAND: u64 = 4;
 const CMD_RESET_CPU: u8 = 0xfe;
+/// Status: output buffer full (bit 0); input buffer empty (bit 1 clear).
+const STATUS: u8 = 0x01;
 
 /// The i8042 reset line.
 pub struct I8042 {
@@ -41,7 +48,11 @@ impl I8042 {
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         match offset {
-            DATA | COMMAND => data.fill(0),
+            DATA => data.fill(0xff),
+            COMMAND => {
+                data.fill(0xff);
+                data[0] = STATUS;
+            }
             // 0x61..0x63 are not ours (0x61 is the PIT/speaker port in
             // KVM's in-kernel PIT); behave like an open bus.
             _ => data.fill(0xff),
@@ -64,9 +75,14 @@ mod tests {
     fn pulse_reset_line() {
         let ctl = Arc::new(RecordingControl::default());
         let mut dev = I8042::new(ctl.clone());
-        let mut status = [0xffu8];
+        let mut status = [0u8];
         dev.read(COMMAND, &mut status);
-        assert_eq!(status, [0], "input buffer must read empty");
+        assert_eq!(status[0] & 0x02, 0, "input buffer must read empty");
+        assert_eq!(
+            status[0] & 0x01,
+            0x01,
+            "output never drains: probes see no controller"
+        );
         dev.write(COMMAND, &[0xd1]);
         dev.write(DATA, &[0xfe]);
         assert!(ctl.taken().is_empty(), "only command 0xFE resets");

@@ -1,8 +1,10 @@
 //! DSDT: the AML namespace.
 //!
-//! Today it holds `\_S5_` (so Linux can power off through PM1a_CNT) and one
-//! `\_SB_.COMn` device per serial port. The Q35 work adds `\_SB_.PCI0`, the
-//! LPC bridge and its RTC device here.
+//! Today it holds `\_S5_` (so Linux can power off through PM1a_CNT), one
+//! `\_SB_.COMn` device per serial port and, when the machine has a CMOS
+//! RTC, `\_SB_.RTC_` (so Linux's `rtc_cmos` binds through PNP). The Q35
+//! work adds `\_SB_.PCI0` and the LPC bridge here (the RTC may then move
+//! under the LPC bridge, as in QEMU's q35 DSDT).
 
 use acpi_tables::aml::{EISAName, IO, Method, Name, Package, Path, ResourceTemplate, Return};
 use acpi_tables::sdt::Sdt;
@@ -16,6 +18,12 @@ pub const DSDT_REVISION: u8 = 2;
 const HEADER_LEN: u32 = 36;
 /// Number of I/O ports a 16550 UART decodes.
 pub const UART_IO_LEN: u8 = 8;
+/// First I/O port of the MC146818 CMOS RTC.
+pub const RTC_IO_BASE: u16 = 0x70;
+/// Number of I/O ports of the RTC announced in `_CRS` (index and data).
+pub const RTC_IO_LEN: u8 = 2;
+/// ISA IRQ of the RTC.
+pub const RTC_IRQ: u8 = 8;
 /// `_STA` value: present, enabled, shown in UI, functioning.
 const STA_PRESENT: u8 = 0x0f;
 
@@ -79,11 +87,28 @@ pub fn serial_device_aml(index: usize, port: &SerialPort) -> Vec<u8> {
     aml
 }
 
-/// The `\_SB_` scope with the devices described by `cfg`.
+/// `Device (RTC)` for the MC146818 CMOS RTC, as in QEMU's q35 DSDT:
+/// `_HID` PNP0B00 and `_CRS` with `IO (Decode16, 0x70, 0x70, 1, 2)` and
+/// `IRQNoFlags () {8}`.
+pub fn rtc_device_aml() -> Vec<u8> {
+    let hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0B00"));
+    let io = IO::new(RTC_IO_BASE, RTC_IO_BASE, 1, RTC_IO_LEN);
+    let irq = IrqNoFlags::new(RTC_IRQ);
+    let crs = Name::new(Path::new("_CRS"), &ResourceTemplate::new(vec![&io, &irq]));
+    let mut aml = Vec::new();
+    acpi_tables::aml::Device::new(Path::new("RTC_"), vec![&hid, &crs]).to_aml_bytes(&mut aml);
+    aml
+}
+
+/// The `\_SB_` scope with the devices described by `cfg`: the serial
+/// ports, then the RTC if `cfg.cmos_rtc`.
 pub fn system_bus_aml(cfg: &AcpiConfig) -> Vec<u8> {
     let mut children = Vec::new();
     for (index, port) in cfg.serial_ports.iter().enumerate() {
         children.extend_from_slice(&serial_device_aml(index, port));
+    }
+    if cfg.cmos_rtc {
+        children.extend_from_slice(&rtc_device_aml());
     }
     acpi_tables::aml::Scope::raw(Path::new("\\_SB_"), children)
 }
@@ -152,6 +177,48 @@ mod tests {
         assert!(find(&[
             0x47, 0x01, 0xf8, 0x02, 0xf8, 0x02, 0x01, 0x08, 0x22, 0x08, 0x00, 0x79, 0x00
         ]));
+    }
+
+    #[test]
+    fn rtc_device_bytes() {
+        #[rustfmt::skip]
+        let want: Vec<u8> = [
+            &[0x5b, 0x82, 0x25][..],              // DeviceOp, PkgLength 37
+            b"RTC_",
+            &[0x08], b"_HID", &[0x0c, 0x41, 0xd0, 0x0b, 0x00], // EISAID("PNP0B00")
+            &[0x08], b"_CRS", &[0x11, 0x10, 0x0a, 0x0d], // Buffer (13)
+            &[0x47, 0x01, 0x70, 0x00, 0x70, 0x00, 0x01, 0x02], // IO (Decode16, 0x70, 0x70, 1, 2)
+            &[0x22, 0x00, 0x01],                  // IRQNoFlags () {8}
+            &[0x79, 0x00],                        // EndTag
+        ]
+        .concat();
+        assert_eq!(rtc_device_aml(), want);
+    }
+
+    #[test]
+    fn rtc_only_with_cmos_rtc() {
+        let mut cfg = AcpiConfig::default();
+        assert!(!cfg.cmos_rtc, "the default stays without an RTC");
+        let rtc = rtc_device_aml();
+        let has_rtc = |b: &[u8]| b.windows(rtc.len()).any(|w| w == rtc.as_slice());
+        let without = build_dsdt(&cfg);
+        assert!(!has_rtc(&without));
+        assert!(!without.windows(4).any(|w| w == b"RTC_"));
+        cfg.cmos_rtc = true;
+        let with = build_dsdt(&cfg);
+        assert!(has_rtc(&with));
+        // The RTC, plus one more PkgLength byte for \_SB_ past 63 bytes.
+        assert_eq!(with.len(), without.len() + rtc.len() + 1);
+        // Inside \_SB_, after the serial ports.
+        let mut sb = Vec::new();
+        for (i, port) in cfg.serial_ports.iter().enumerate() {
+            sb.extend_from_slice(&serial_device_aml(i, port));
+        }
+        sb.extend_from_slice(&rtc);
+        assert_eq!(
+            system_bus_aml(&cfg),
+            acpi_tables::aml::Scope::raw(Path::new("\\_SB_"), sb)
+        );
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn placed_for_tools() -> PlacedTables {
     let cfg = AcpiConfig {
         cpu_count: 4,
         serial_ports: vec![SerialPort::COM1, SerialPort { io: 0x2f8, irq: 3 }],
+        cmos_rtc: true,
         ..AcpiConfig::default()
     };
     build(&cfg).unwrap().place_at(0xe0000, 0x10000).unwrap()
@@ -140,6 +141,11 @@ fn iasl_disassembles_and_recompiles_every_table() {
                 "EisaId (\"PNP0501\")",
                 "0x02F8,             // Range Minimum",
                 "IRQNoFlags ()\n                    {3}",
+                "Device (RTC)",
+                "EisaId (\"PNP0B00\")",
+                "0x0070,             // Range Minimum",
+                "0x02,               // Length",
+                "IRQNoFlags ()\n                    {8}",
             ] {
                 assert!(dsl.contains(want), "DSDT.dsl lacks {want:?}:\n{dsl}");
             }
@@ -200,7 +206,7 @@ fn acpiexec_evaluates_the_dsdt() {
         &[
             "-b",
             "evaluate \\_S5; evaluate \\_SB.COM1._CRS; evaluate \\_SB.COM2._STA; \
-             evaluate \\_SB.COM2._UID",
+             evaluate \\_SB.COM2._UID; evaluate \\_SB.RTC._HID; evaluate \\_SB.RTC._CRS",
             "DSDT.dat",
             "FACP.dat",
             "FACS.dat",
@@ -222,6 +228,10 @@ fn acpiexec_evaluates_the_dsdt() {
         "47 01 F8 03 F8 03 01 08 22 10 00 79 00",
         "[Integer] = 000000000000000F",
         "[Integer] = 0000000000000002",
+        // EISAID("PNP0B00").
+        "[Integer] = 00000000000BD041",
+        // IO (Decode16, 0x70, 0x70, 1, 2), IRQNoFlags {8}, EndTag.
+        "47 01 70 00 70 00 01 02 22 00 01 79 00",
     ] {
         assert!(
             text.contains(want),
