@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::{BusDevice, LevelIrqLine, VmControl, VmRequest, fill_le, le_value};
+use crate::{BusDevice, Effects, LevelIrqLine, VmControl, VmRequest, fill_le, le_value};
 
 /// Size of the I/O block claimed at PMBASE.
 pub const BLOCK_LEN: u16 = 0x80;
@@ -157,7 +157,7 @@ impl BusDevice for AcpiPm {
         }
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
         let value = le_value(data);
         let width = data.len() as u64;
         match offset {
@@ -189,6 +189,7 @@ impl BusDevice for AcpiPm {
             _ => {}
         }
         self.update_sci();
+        Effects::none()
     }
 }
 
@@ -218,22 +219,28 @@ mod tests {
     fn s5_powers_off_other_types_do_not() {
         let (mut pm, ctl, _) = pm();
         // Linux: outw(SLP_TYP << 10 | SLP_EN) to PM1a_CNT.
-        pm.write(4, &(((3u16) << 10) | (1 << 13)).to_le_bytes());
+        assert!(
+            pm.write(4, &(((3u16) << 10) | (1 << 13)).to_le_bytes())
+                .is_empty()
+        );
         assert!(ctl.taken().is_empty());
-        pm.write(
-            4,
-            &((u16::from(S5_SLP_TYP) << 10) | (1 << 13)).to_le_bytes(),
+        assert!(
+            pm.write(
+                4,
+                &((u16::from(S5_SLP_TYP) << 10) | (1 << 13)).to_le_bytes(),
+            )
+            .is_empty()
         );
         assert_eq!(ctl.taken(), vec![VmRequest::PowerOff]);
         // OVMF-style: byte write to the high half.
-        pm.write(5, &[(1 << 5) | (S5_SLP_TYP << 2)]);
+        assert!(pm.write(5, &[(1 << 5) | (S5_SLP_TYP << 2)]).is_empty());
         assert_eq!(ctl.taken(), vec![VmRequest::PowerOff]);
     }
 
     #[test]
     fn sci_en_always_reads_set() {
         let (mut pm, _, _) = pm();
-        pm.write(4, &[0, 0]);
+        assert!(pm.write(4, &[0, 0]).is_empty());
         let mut b = [0u8; 2];
         pm.read(4, &mut b);
         assert_eq!(u16::from_le_bytes(b) & 1, 1);
@@ -255,13 +262,13 @@ mod tests {
     #[test]
     fn status_write_one_to_clear_and_sci_level() {
         let (mut pm, _, sci) = pm();
-        pm.write(2, &0x0100u16.to_le_bytes()); // PWRBTN_EN
+        assert!(pm.write(2, &0x0100u16.to_le_bytes()).is_empty()); // PWRBTN_EN
         pm.raise_pm1(0x0100);
         assert!(sci.0.load(Ordering::SeqCst));
         let mut b = [0u8; 2];
         pm.read(0, &mut b);
         assert_eq!(u16::from_le_bytes(b), 0x0100);
-        pm.write(0, &0x0100u16.to_le_bytes());
+        assert!(pm.write(0, &0x0100u16.to_le_bytes()).is_empty());
         pm.read(0, &mut b);
         assert_eq!(u16::from_le_bytes(b), 0);
         assert!(!sci.0.load(Ordering::SeqCst));
@@ -270,7 +277,7 @@ mod tests {
     #[test]
     fn gpe0_registers() {
         let (mut pm, _, _) = pm();
-        pm.write(0x28, &[0xff]);
+        assert!(pm.write(0x28, &[0xff]).is_empty());
         let mut b = [0u8; 1];
         pm.read(0x28, &mut b);
         assert_eq!(b, [0xff]);
@@ -279,6 +286,6 @@ mod tests {
         // Unknown offsets read as zero and never panic.
         let mut wide = [0xffu8; 8];
         pm.read(0x7c, &mut wide);
-        pm.write(0x7f, &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(pm.write(0x7f, &[1, 2, 3, 4, 5, 6, 7, 8]).is_empty());
     }
 }

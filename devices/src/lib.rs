@@ -10,6 +10,7 @@
 
 pub mod acpi_pm;
 pub mod legacy;
+pub mod pci;
 
 use std::io;
 
@@ -23,8 +24,76 @@ use std::io;
 pub trait BusDevice: Send {
     /// The guest reads `data.len()` bytes at `offset`.
     fn read(&mut self, offset: u64, data: &mut [u8]);
-    /// The guest writes `data` at `offset`.
-    fn write(&mut self, offset: u64, data: &[u8]);
+    /// The guest writes `data` at `offset`. Returns what the write changed
+    /// that the VMM must apply (almost always nothing).
+    fn write(&mut self, offset: u64, data: &[u8]) -> Effects;
+}
+
+/// Something a device write changed that the VMM must apply to the
+/// machine: bus ranges, KVM memory slots, interrupt routes. Devices never
+/// reach the buses or KVM themselves; they return this as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A PCI function's configuration write changed a mapping or a route.
+    Pci {
+        /// The function.
+        bdf: pci::Bdf,
+        /// What changed.
+        change: pci::PciChange,
+    },
+    /// A flash device switched between read-array mode (its contents can
+    /// be mapped as read-only memory, no exits) and command mode (every
+    /// access must reach the device).
+    FlashMode {
+        /// True in read-array mode.
+        read_array: bool,
+    },
+}
+
+/// The effects of one write. Empty for almost every write; an empty
+/// `Effects` does not allocate.
+#[must_use]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Effects(Vec<Effect>);
+
+impl Effects {
+    /// No effects.
+    pub const fn none() -> Self {
+        Self(Vec::new())
+    }
+
+    /// One effect.
+    pub fn one(effect: Effect) -> Self {
+        Self(vec![effect])
+    }
+
+    /// Add an effect.
+    pub fn push(&mut self, effect: Effect) {
+        self.0.push(effect);
+    }
+
+    /// True when there is nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The effects, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Effect> {
+        self.0.iter()
+    }
+
+    /// Append another write's effects.
+    pub fn extend(&mut self, other: Effects) {
+        self.0.extend(other.0);
+    }
+}
+
+impl IntoIterator for Effects {
+    type Item = Effect;
+    type IntoIter = std::vec::IntoIter<Effect>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 /// An edge-triggered interrupt line into the VM's interrupt controller.

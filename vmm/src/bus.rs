@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use devices::BusDevice;
+use devices::{BusDevice, Effects};
 use log::debug;
 
 /// Bus errors.
@@ -133,19 +133,19 @@ impl Bus {
         }
     }
 
-    /// Dispatch a write; returns false (and drops it) when unclaimed.
-    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+    /// Dispatch a write; returns the device's effects, or `None` (and
+    /// drops the write) when unclaimed.
+    pub fn write(&self, addr: u64, data: &[u8]) -> Option<Effects> {
         match self.lookup(addr, data.len()) {
-            Some((base, dev)) => {
-                lock(&dev).write(addr - base, data);
-                true
-            }
+            // The device lock and the bus read lock are released before
+            // the caller applies the effects (which may need the write lock).
+            Some((base, dev)) => Some(lock(&dev).write(addr - base, data)),
             None => {
                 let n = self.unclaimed_writes.fetch_add(1, Ordering::Relaxed);
                 if n < 16 {
                     debug!("{}: unclaimed write of {data:02x?} at {addr:#x}", self.name);
                 }
-                false
+                None
             }
         }
     }
@@ -196,8 +196,9 @@ pub(crate) mod tests {
         fn read(&mut self, offset: u64, data: &mut [u8]) {
             data.fill(offset as u8);
         }
-        fn write(&mut self, offset: u64, data: &[u8]) {
+        fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
             self.writes.push((offset, data.to_vec()));
+            Effects::none()
         }
     }
 
@@ -209,14 +210,14 @@ pub(crate) mod tests {
         let mut b = [0u8; 1];
         assert!(bus.read(0x3fd, &mut b));
         assert_eq!(b, [5]);
-        assert!(bus.write(0x3f8, b"A"));
+        assert_eq!(bus.write(0x3f8, b"A"), Some(Effects::none()));
         assert_eq!(probe.lock().unwrap().writes, vec![(0, vec![b'A'])]);
         let mut w = [0u8; 4];
         assert!(!bus.read(0x400, &mut w));
         assert_eq!(w, [0xff; 4]);
         // An access straddling the end of a range is not claimed.
         assert!(!bus.read(0x3fe, &mut w));
-        assert!(!bus.write(0x10, &[1]));
+        assert!(bus.write(0x10, &[1]).is_none());
         assert_eq!(bus.unclaimed(), (2, 1));
     }
 

@@ -3,10 +3,18 @@
 //! Kept free of threads and file descriptors so it is unit-tested with
 //! fabricated exits.
 
+use devices::Effects;
 use kvm_ioctls::VcpuExit;
 use log::{debug, warn};
 
 use crate::bus::Buses;
+
+/// Applies what device writes changed (bus ranges, memory slots, routes).
+/// Called on the vCPU thread after the device and bus locks are released.
+pub trait EffectSink: Sync {
+    /// Apply `effects`, in order.
+    fn apply(&self, effects: Effects);
+}
 
 /// What the vCPU loop does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +38,17 @@ const SYSTEM_EVENT_CRASH: u32 = 3;
 /// Handle one exit. `io_size` is the width of a single port access (KVM's
 /// `io.size`): string instructions (`rep insb`) arrive as one exit carrying
 /// several accesses, which are dispatched one by one.
-pub fn handle_exit(exit: VcpuExit<'_>, io_size: usize, buses: &Buses) -> ExitAction {
+pub fn handle_exit(
+    exit: VcpuExit<'_>,
+    io_size: usize,
+    buses: &Buses,
+    sink: &dyn EffectSink,
+) -> ExitAction {
+    let apply = |effects: Option<Effects>| {
+        if let Some(e) = effects.filter(|e| !e.is_empty()) {
+            sink.apply(e);
+        }
+    };
     match exit {
         VcpuExit::IoIn(port, data) => {
             for chunk in data.chunks_mut(access_width(io_size, data.len())) {
@@ -40,7 +58,7 @@ pub fn handle_exit(exit: VcpuExit<'_>, io_size: usize, buses: &Buses) -> ExitAct
         }
         VcpuExit::IoOut(port, data) => {
             for chunk in data.chunks(access_width(io_size, data.len())) {
-                buses.pio.write(u64::from(port), chunk);
+                apply(buses.pio.write(u64::from(port), chunk));
             }
             ExitAction::Continue
         }
@@ -49,7 +67,7 @@ pub fn handle_exit(exit: VcpuExit<'_>, io_size: usize, buses: &Buses) -> ExitAct
             ExitAction::Continue
         }
         VcpuExit::MmioWrite(addr, data) => {
-            buses.mmio.write(addr, data);
+            apply(buses.mmio.write(addr, data));
             ExitAction::Continue
         }
         // With the in-kernel irqchip HLT stays in the kernel; should one
@@ -101,8 +119,53 @@ fn access_width(io_size: usize, len: usize) -> usize {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use devices::Effect;
+
     use super::*;
     use crate::bus::tests::Probe;
+
+    /// Records applied effects.
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<Effect>>);
+    impl EffectSink for Sink {
+        fn apply(&self, effects: Effects) {
+            self.0.lock().unwrap().extend(effects);
+        }
+    }
+
+    /// Returns one FlashMode effect per write.
+    struct Flash;
+    impl devices::BusDevice for Flash {
+        fn read(&mut self, _: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write(&mut self, _: u64, data: &[u8]) -> Effects {
+            Effects::one(Effect::FlashMode {
+                read_array: data[0] == 0xff,
+            })
+        }
+    }
+
+    #[test]
+    fn write_effects_reach_the_sink_in_order() {
+        let buses = Buses::default();
+        buses
+            .mmio
+            .insert(0xffc0_0000, 0x1000, Arc::new(Mutex::new(Flash)))
+            .unwrap();
+        let sink = Sink::default();
+        handle_exit(VcpuExit::MmioWrite(0xffc0_0010, &[0x10]), 0, &buses, &sink);
+        handle_exit(VcpuExit::MmioWrite(0xffc0_0010, &[0xff]), 0, &buses, &sink);
+        let mut m = [0u8; 1];
+        handle_exit(VcpuExit::MmioRead(0xffc0_0010, &mut m), 0, &buses, &sink);
+        assert_eq!(
+            *sink.0.lock().unwrap(),
+            vec![
+                Effect::FlashMode { read_array: false },
+                Effect::FlashMode { read_array: true }
+            ]
+        );
+    }
 
     fn buses_with_probe() -> (Buses, Arc<Mutex<Probe>>) {
         let buses = Buses::default();
@@ -118,9 +181,10 @@ mod tests {
     #[test]
     fn string_out_is_split_into_accesses() {
         let (buses, probe) = buses_with_probe();
+        let sink = Sink::default();
         let mut data = *b"abc";
         assert_eq!(
-            handle_exit(VcpuExit::IoOut(0x3f8, &data), 1, &buses),
+            handle_exit(VcpuExit::IoOut(0x3f8, &data), 1, &buses, &sink),
             ExitAction::Continue
         );
         let writes: Vec<_> = probe.lock().unwrap().writes.drain(..).collect();
@@ -129,61 +193,66 @@ mod tests {
             vec![(0, b"a".to_vec()), (0, b"b".to_vec()), (0, b"c".to_vec())]
         );
         // rep insb with count 3: three one-byte reads.
-        handle_exit(VcpuExit::IoIn(0x3fd, &mut data), 1, &buses);
+        handle_exit(VcpuExit::IoIn(0x3fd, &mut data), 1, &buses, &sink);
         assert_eq!(data, [5, 5, 5]);
         // A 16-bit access is one access.
         let mut w = [0u8; 2];
-        handle_exit(VcpuExit::IoIn(0x3f9, &mut w), 2, &buses);
+        handle_exit(VcpuExit::IoIn(0x3f9, &mut w), 2, &buses, &sink);
         assert_eq!(w, [1, 1]);
     }
 
     #[test]
     fn unclaimed_reads_are_all_ones_and_writes_counted() {
         let (buses, _) = buses_with_probe();
+        let sink = Sink::default();
         let mut d = [0u8; 8];
-        handle_exit(VcpuExit::MmioRead(0xe000_0000, &mut d), 0, &buses);
+        handle_exit(VcpuExit::MmioRead(0xe000_0000, &mut d), 0, &buses, &sink);
         assert_eq!(d, [0xff; 8]);
         let mut p = [0u8; 4];
-        handle_exit(VcpuExit::IoIn(0x70, &mut p), 4, &buses);
+        handle_exit(VcpuExit::IoIn(0x70, &mut p), 4, &buses, &sink);
         assert_eq!(p, [0xff; 4]);
-        handle_exit(VcpuExit::MmioWrite(0xe000_0000, &[1, 2]), 0, &buses);
-        handle_exit(VcpuExit::IoOut(0x80, &[0x55]), 1, &buses);
+        handle_exit(VcpuExit::MmioWrite(0xe000_0000, &[1, 2]), 0, &buses, &sink);
+        handle_exit(VcpuExit::IoOut(0x80, &[0x55]), 1, &buses, &sink);
         assert_eq!(buses.mmio.unclaimed(), (1, 1));
         assert_eq!(buses.pio.unclaimed(), (1, 1));
         // A claimed MMIO access reaches the device at its offset.
         let mut m = [0u8; 4];
-        handle_exit(VcpuExit::MmioRead(0xd000_0010, &mut m), 0, &buses);
+        handle_exit(VcpuExit::MmioRead(0xd000_0010, &mut m), 0, &buses, &sink);
         assert_eq!(m, [0x10; 4]);
     }
 
     #[test]
     fn fatal_and_system_exits() {
         let buses = Buses::default();
+        let sink = Sink::default();
         assert!(
-            matches!(handle_exit(VcpuExit::Shutdown, 0, &buses), ExitAction::Fatal(m) if m.contains("triple"))
+            matches!(handle_exit(VcpuExit::Shutdown, 0, &buses, &sink), ExitAction::Fatal(m) if m.contains("triple"))
         );
         assert!(matches!(
-            handle_exit(VcpuExit::InternalError, 0, &buses),
+            handle_exit(VcpuExit::InternalError, 0, &buses, &sink),
             ExitAction::Fatal(_)
         ));
         assert!(
-            matches!(handle_exit(VcpuExit::FailEntry(0x80000021, 1), 0, &buses), ExitAction::Fatal(m) if m.contains("0x80000021"))
+            matches!(handle_exit(VcpuExit::FailEntry(0x80000021, 1), 0, &buses, &sink), ExitAction::Fatal(m) if m.contains("0x80000021"))
         );
         assert_eq!(
-            handle_exit(VcpuExit::SystemEvent(1, &[]), 0, &buses),
+            handle_exit(VcpuExit::SystemEvent(1, &[]), 0, &buses, &sink),
             ExitAction::PowerOff
         );
         assert_eq!(
-            handle_exit(VcpuExit::SystemEvent(2, &[]), 0, &buses),
+            handle_exit(VcpuExit::SystemEvent(2, &[]), 0, &buses, &sink),
             ExitAction::Reset
         );
         assert!(matches!(
-            handle_exit(VcpuExit::SystemEvent(3, &[]), 0, &buses),
+            handle_exit(VcpuExit::SystemEvent(3, &[]), 0, &buses, &sink),
             ExitAction::Fatal(_)
         ));
-        assert_eq!(handle_exit(VcpuExit::Hlt, 0, &buses), ExitAction::Continue);
+        assert_eq!(
+            handle_exit(VcpuExit::Hlt, 0, &buses, &sink),
+            ExitAction::Continue
+        );
         assert!(matches!(
-            handle_exit(VcpuExit::Unsupported(99), 0, &buses),
+            handle_exit(VcpuExit::Unsupported(99), 0, &buses, &sink),
             ExitAction::Fatal(_)
         ));
     }

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod kvm;
 pub mod logger;
 pub mod memory;
+pub mod platform;
 pub mod vcpu;
 pub mod vm;
 

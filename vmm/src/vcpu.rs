@@ -12,9 +12,9 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use log::{error, warn};
 
-use crate::bus::Buses;
 use crate::control::{Controller, StopReason};
 use crate::exit::{ExitAction, handle_exit};
+use crate::platform::Platform;
 
 /// vCPU errors.
 #[derive(Debug, thiserror::Error)]
@@ -264,25 +264,25 @@ impl Vcpu {
     /// Run on a new thread until the VM stops; returns the exit count.
     pub fn spawn(
         self,
-        buses: Arc<Buses>,
+        platform: Arc<Platform>,
         ctl: Arc<Controller>,
     ) -> Result<JoinHandle<u64>, VcpuError> {
         install_kick_handler();
         let index = self.index;
         std::thread::Builder::new()
             .name(format!("vcpu{index}"))
-            .spawn(move || self.run(&buses, &ctl))
+            .spawn(move || self.run(&platform, &ctl))
             .map_err(|e| VcpuError::Spawn(index, e))
     }
 
-    fn run(mut self, buses: &Buses, ctl: &Controller) -> u64 {
+    fn run(mut self, platform: &Platform, ctl: &Controller) -> u64 {
         let mut exits = 0u64;
         while !ctl.is_stopping() {
             let action = match self.fd.run() {
                 Ok(exit) => {
                     exits += 1;
                     let io_size = self.run_view.io_size();
-                    handle_exit(exit, io_size, buses)
+                    handle_exit(exit, io_size, &platform.buses, platform)
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);

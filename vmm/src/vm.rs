@@ -17,13 +17,13 @@ use log::{debug, info, warn};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::boot::{self, BootEntry};
-use crate::bus::Buses;
 use crate::config::{BootSource, CpuMode, SerialConfig, VmConfig};
 use crate::console::{ConsoleOut, Watcher};
 use crate::control::{Controller, IrqFd, KvmLevelIrq, StopReason};
 use crate::event_loop::{
     FifoWaker, SignalGuard, SignalSubscriber, StdinSubscriber, TimeoutSubscriber, WakeSubscriber,
 };
+use crate::platform::Platform;
 use crate::vcpu::{Vcpu, VcpuStart, kick_signal};
 use crate::{Error, kvm};
 
@@ -63,7 +63,8 @@ pub(crate) fn run_once(
     let vm = Arc::new(kvm::create_vm(kvm)?);
     kvm::register_memory(&vm, &mem)?;
 
-    let buses = Arc::new(Buses::default());
+    let platform = Arc::new(Platform::default());
+    let buses = &platform.buses;
 
     // COM1.
     let watcher = Arc::new(Mutex::new(Watcher::new(
@@ -192,7 +193,7 @@ pub(crate) fn run_once(
 
     let mut handles = Vec::with_capacity(vcpus.len());
     for v in vcpus {
-        match v.spawn(buses.clone(), ctl.clone()) {
+        match v.spawn(platform.clone(), ctl.clone()) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 ctl.stop(StopReason::Fatal {

@@ -24,6 +24,7 @@
 //! interrupts (IRQ 8) are not implemented, whatever Status B enables, and
 //! Status C always reads 0. The alarm registers are plain storage.
 
+use crate::Effects;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::warn;
@@ -523,13 +524,16 @@ impl BusDevice for Cmos {
         }
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        let Some(&value) = data.first() else { return };
+    fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
+        let Some(&value) = data.first() else {
+            return Effects::none();
+        };
         match offset {
             0 => self.index = value & 0x7f,
             1 => self.write_register(self.index, value),
             _ => {}
         }
+        Effects::none()
     }
 }
 
@@ -584,15 +588,15 @@ mod tests {
     /// Reads register `reg` through the ports, with the NMI-disable bit set
     /// in the index as many BIOSes do.
     fn inb(c: &mut Cmos, reg: u8) -> u8 {
-        c.write(0, &[reg | 0x80]);
+        assert!(c.write(0, &[reg | 0x80]).is_empty());
         let mut b = [0u8];
         c.read(1, &mut b);
         b[0]
     }
 
     fn outb(c: &mut Cmos, reg: u8, value: u8) {
-        c.write(0, &[reg]);
-        c.write(1, &[value]);
+        assert!(c.write(0, &[reg]).is_empty());
+        assert!(c.write(1, &[value]).is_empty());
     }
 
     /// (sec, min, hour, wday, mday, month, year, century) as read.
@@ -1074,13 +1078,13 @@ mod tests {
     #[test]
     fn nmi_bit_is_ignored_for_addressing() {
         let (mut c, _clock) = cmos_at(SAT_2026_11_21);
-        c.write(0, &[0x80 | 0x40]);
-        c.write(1, &[0x5a]);
-        c.write(0, &[0x40]);
+        assert!(c.write(0, &[0x80 | 0x40]).is_empty());
+        assert!(c.write(1, &[0x5a]).is_empty());
+        assert!(c.write(0, &[0x40]).is_empty());
         let mut b = [0u8];
         c.read(1, &mut b);
         assert_eq!(b, [0x5a]);
-        c.write(0, &[0x80 | REG_STATUS_D]);
+        assert!(c.write(0, &[0x80 | REG_STATUS_D]).is_empty());
         c.read(1, &mut b);
         assert_eq!(b, [0x80]);
         assert_eq!(c.read_register(0x80 | 0x40), 0x5a);
@@ -1094,13 +1098,13 @@ mod tests {
         c.read(0, &mut b);
         assert_eq!(b, [0xff]);
         // Wide reads: first byte only, the rest 0xff.
-        c.write(0, &[REG_STATUS_D]);
+        assert!(c.write(0, &[REG_STATUS_D]).is_empty());
         let mut wide = [0u8; 4];
         c.read(1, &mut wide);
         assert_eq!(wide, [0x80, 0xff, 0xff, 0xff]);
         // Wide writes: first byte only.
-        c.write(0, &[0x40, 0x41, 0x42, 0x43]);
-        c.write(1, &[0x11, 0x22]);
+        assert!(c.write(0, &[0x40, 0x41, 0x42, 0x43]).is_empty());
+        assert!(c.write(1, &[0x11, 0x22]).is_empty());
         assert_eq!(c.read_register(0x40), 0x11);
         assert_eq!(c.read_register(0x41), 0x00);
         // Everything else is harmless.
@@ -1111,7 +1115,7 @@ mod tests {
                 if offset >= 2 {
                     assert!(data.iter().all(|&b| b == 0xff), "{offset:#x}");
                 }
-                c.write(offset, &vec![0x55; len]);
+                assert!(c.write(offset, &vec![0x55; len]).is_empty());
             }
         }
         // Any value to any register, in any mode, at odd times.

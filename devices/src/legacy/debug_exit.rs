@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::{BusDevice, VmControl, VmRequest};
+use crate::{BusDevice, Effects, VmControl, VmRequest};
 
 /// The conventional I/O port (QEMU `isa-debug-exit`'s default).
 pub const DEFAULT_PORT: u16 = 0x501;
@@ -34,12 +34,13 @@ impl BusDevice for DebugExit {
         data.fill(0xff);
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
         if offset == 0 {
             if let Some(&v) = data.first() {
                 self.control.request(VmRequest::DebugExit(v));
             }
         }
+        Effects::none()
     }
 }
 
@@ -52,12 +53,12 @@ mod tests {
     fn write_requests_exit_with_value() {
         let ctl = Arc::new(RecordingControl::default());
         let mut dev = DebugExit::new(ctl.clone());
-        dev.write(0, &[0x10]);
+        assert!(dev.write(0, &[0x10]).is_empty());
         assert_eq!(ctl.taken(), vec![VmRequest::DebugExit(0x10)]);
         let mut buf = [0u8; 1];
         dev.read(0, &mut buf);
         assert_eq!(buf, [0xff]);
-        dev.write(1, &[7]);
+        assert!(dev.write(1, &[7]).is_empty());
         assert!(ctl.taken().is_empty());
     }
 }

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use crate::{BusDevice, VmControl, VmRequest};
+use crate::{BusDevice, Effects, VmControl, VmRequest};
 
 /// Base I/O port; the device spans 0x60..=0x64 (data at +0, command/status at +4).
 pub const PORT_BASE: u16 = 0x60;
@@ -59,10 +59,11 @@ impl BusDevice for I8042 {
         }
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
         if offset == COMMAND && data.first() == Some(&CMD_RESET_CPU) {
             self.control.request(VmRequest::Reset);
         }
+        Effects::none()
     }
 }
 
@@ -83,10 +84,10 @@ mod tests {
             0x01,
             "output never drains: probes see no controller"
         );
-        dev.write(COMMAND, &[0xd1]);
-        dev.write(DATA, &[0xfe]);
+        assert!(dev.write(COMMAND, &[0xd1]).is_empty());
+        assert!(dev.write(DATA, &[0xfe]).is_empty());
         assert!(ctl.taken().is_empty(), "only command 0xFE resets");
-        dev.write(COMMAND, &[0xfe]);
+        assert!(dev.write(COMMAND, &[0xfe]).is_empty());
         assert_eq!(ctl.taken(), vec![VmRequest::Reset]);
     }
 }

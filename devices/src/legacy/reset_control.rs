@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::{BusDevice, VmControl, VmRequest};
+use crate::{BusDevice, Effects, VmControl, VmRequest};
 
 /// I/O port of the register.
 pub const PORT: u16 = 0xcf9;
@@ -43,15 +43,18 @@ impl BusDevice for ResetControl {
         }
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
         if offset != 0 {
-            return;
+            return Effects::none();
         }
-        let Some(&v) = data.first() else { return };
+        let Some(&v) = data.first() else {
+            return Effects::none();
+        };
         self.value = v & SYS_RST;
         if v & RST_CPU != 0 {
             self.control.request(VmRequest::Reset);
         }
+        Effects::none()
     }
 }
 
@@ -64,12 +67,12 @@ mod tests {
     fn acpi_reset_value_resets() {
         let ctl = Arc::new(RecordingControl::default());
         let mut dev = ResetControl::new(ctl.clone());
-        dev.write(0, &[0x02]);
+        assert!(dev.write(0, &[0x02]).is_empty());
         assert!(ctl.taken().is_empty());
         let mut b = [0u8];
         dev.read(0, &mut b);
         assert_eq!(b, [0x02]);
-        dev.write(0, &[0x06]);
+        assert!(dev.write(0, &[0x06]).is_empty());
         assert_eq!(ctl.taken(), vec![VmRequest::Reset]);
     }
 }

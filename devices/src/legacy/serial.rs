@@ -13,7 +13,7 @@ use log::warn;
 use vm_superio::Trigger;
 use vm_superio::serial::SerialEvents;
 
-use crate::{BusDevice, IrqLine};
+use crate::{BusDevice, Effects, IrqLine};
 
 /// I/O base of COM1.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -111,12 +111,12 @@ impl BusDevice for Serial {
         }
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
         let (Ok(off), Some(&value)) = (u8::try_from(offset), data.first()) else {
-            return;
+            return Effects::none();
         };
         if off >= PORT_LEN as u8 {
-            return;
+            return Effects::none();
         }
         if let Err(e) = self.inner.write(off, value) {
             // A full disk or a closed pipe must not stop the guest; say it
@@ -129,6 +129,7 @@ impl BusDevice for Serial {
                 );
             }
         }
+        Effects::none()
     }
 }
 
@@ -174,17 +175,17 @@ mod tests {
         let irq = Arc::new(Count::default());
         let out = Buf::default();
         let mut s = Serial::new(irq.clone(), Box::new(out.clone()), None);
-        s.write(IER, &[0x02]); // THR empty interrupt
+        assert!(s.write(IER, &[0x02]).is_empty()); // THR empty interrupt
         let before = irq.0.load(Ordering::SeqCst);
         let mut iir = [0u8];
         for b in b"hi\n" {
             s.read(IIR, &mut iir); // acknowledges the pending THR-empty interrupt
-            s.write(0, &[*b]);
+            assert!(s.write(0, &[*b]).is_empty());
         }
         assert_eq!(&*out.0.lock().unwrap(), b"hi\n");
         assert!(irq.0.load(Ordering::SeqCst) > before);
         // Out-of-range offsets and wide accesses never panic.
-        s.write(100, &[1, 2, 3, 4]);
+        assert!(s.write(100, &[1, 2, 3, 4]).is_empty());
         let mut wide = [0xaau8; 4];
         s.read(LSR, &mut wide);
         assert_eq!(wide[1..], [0, 0, 0]);
