@@ -1,0 +1,56 @@
+#!/bin/busybox sh
+# shellcheck shell=sh disable=SC2086,SC2013
+# /init of the L1 ("nested host") initramfs, built by `testbed fetch`.
+#  1. mount the pseudo filesystems and insmod the modules in /modules.order
+#     (dependency order, plain .ko files: busybox insmod cannot unpack .ko.xz);
+#  2. mount the host's root filesystem (virtio-9p tag "hostroot", read-only)
+#     as the lower layer of an overlayfs with a tmpfs upper layer: L1 sees
+#     every host file (the repo, target/, the host's QEMU) and may write
+#     anywhere; the writes are discarded at power-off;
+#  3. mount the per-run job directory (9p tag "job", read-write) at
+#     /run/testbed inside the chroot: cmd.sh comes from there and files
+#     written there (logs) appear on the host;
+#  4. chroot into the overlay and run /run/testbed/cmd.sh with bash;
+#  5. write the exit status to the job directory and power off.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev /mnt/host /mnt/rw /mnt/root /job
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+t_mods=$(cut -d' ' -f1 /proc/uptime)
+for m in $(cat /modules.order); do
+  insmod /lib/modules/$m.ko || echo "TESTBED: insmod $m failed"
+done
+t_mods_done=$(cut -d' ' -f1 /proc/uptime)
+fail() { echo "TESTBED: L1 init: $*"; poweroff -f; }
+# host root: read-only, aggressive client caching (it does not change under us)
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /mnt/host ||
+  fail "cannot mount hostroot"
+mount -t tmpfs -o mode=755 tmpfs /mnt/rw && mkdir -p /mnt/rw/upper /mnt/rw/work
+mount -t overlay -o lowerdir=/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work overlay /mnt/root ||
+  fail "cannot mount the overlay"
+R=/mnt/root
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 job /job || fail "cannot mount job"
+mount -t proc proc $R/proc
+mount -t sysfs sys $R/sys
+mount -t devtmpfs dev $R/dev
+mkdir -p $R/dev/pts $R/dev/shm
+ln -sf /proc/self/fd $R/dev/fd
+ln -sf /proc/self/fd/0 $R/dev/stdin
+ln -sf /proc/self/fd/1 $R/dev/stdout
+ln -sf /proc/self/fd/2 $R/dev/stderr
+mount -t devpts devpts $R/dev/pts
+mount -t tmpfs tmpfs $R/dev/shm
+mount -t tmpfs tmpfs $R/run
+mkdir -p $R/run/testbed
+mount --bind /job $R/run/testbed
+mount -t debugfs none $R/sys/kernel/debug 2>/dev/null
+ip link set lo up 2>/dev/null
+echo "TESTBED: L1 $(uname -r) up at $(cut -d' ' -f1 /proc/uptime)s (modules ${t_mods}-${t_mods_done}s), $(ls /dev/kvm 2>&1)"
+chroot $R /bin/bash /run/testbed/cmd.sh
+rc=$?
+echo $rc > /job/rc
+sync
+echo "TESTBED: L1 command exit status $rc at $(cut -d' ' -f1 /proc/uptime)s"
+poweroff -f

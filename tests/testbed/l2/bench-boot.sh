@@ -1,0 +1,176 @@
+#!/bin/bash
+# Boot benchmark (not a test): tessera vs QEMU, same guest, in one L1 (or
+# directly on a host with hardware KVM).
+#
+#   bench-boot.sh --cache DIR --logdir DIR
+#
+# For run i = 1..BENCH_N [3], in this order: tessera, QEMU -M microvm,
+# QEMU -M q35 (both QEMUs -accel kvm -cpu host, SeaBIOS/qboot firmware,
+# -kernel/-initrd direct boot), each with the same kernel ($CACHE/l2/vmlinuz),
+# initramfs ($CACHE/l2/initrd.gz), command line, BENCH_MEM [256M] and
+# BENCH_CPUS [1].  The guest's /init prints the marker and its facts, holds
+# 1 s (tessera.hold=1) and powers off.
+#
+# Measured per run:
+#   marker_s   wall time from starting the VMM process to reading the
+#              TESSERA-L2-BOOT-OK line on its serial console (stdout)
+#   total_s    wall time until the VMM process exited (includes the 1 s hold)
+#   peak_rss   peak RSS of the VMM process: GNU time's %M (getrusage
+#              ru_maxrss of the process; the VMM is exec'd, no wrapper left)
+#   guest_mem  guest RAM the VMM has touched: sum of Rss over the VMM's
+#              mappings at least half the guest memory size big (the guest
+#              RAM mapping(s)), read from /proc/PID/smaps while the guest
+#              holds (after it printed L2-MEM)
+#   overhead   peak_rss - guest_mem: what the VMM itself costs
+# The table shows medians and the tessera/QEMU ratios.  With
+# TESTBED_L2_VMM=qemu the "tessera" rows are the QEMU q35 stand-in.
+set -u
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=vmm.sh
+. "$HERE/vmm.sh"
+
+CACHE="" LOGDIR=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --cache) CACHE=$2; shift ;;
+    --logdir) LOGDIR=$2; shift ;;
+    *) echo "usage: $0 --cache DIR --logdir DIR" >&2; exit 2 ;;
+  esac
+  shift
+done
+{ [ -n "$CACHE" ] && [ -n "$LOGDIR" ]; } || { echo "usage: $0 --cache DIR --logdir DIR" >&2; exit 2; }
+K=$CACHE/l2/vmlinuz
+I=$CACHE/l2/initrd.gz
+N=${BENCH_N:-3}
+MEM=${BENCH_MEM:-256M}
+CPUS=${BENCH_CPUS:-1}
+TMO=${BENCH_TIMEOUT:-300}
+CMDLINE="console=ttyS0 panic=-1 quiet tessera.hold=1"
+MARKER=TESSERA-L2-BOOT-OK
+mkdir -p "$LOGDIR"
+TIME=/usr/bin/time
+[ -x "$TIME" ] || { echo "bench-boot: needs GNU time at $TIME (Debian package 'time')"; exit 2; }
+
+mem_kb() { # 256M / 1G / 512 (MiB) -> KiB
+  case $1 in
+    *G) echo $(( ${1%G} * 1024 * 1024 )) ;;
+    *M) echo $(( ${1%M} * 1024 )) ;;
+    *) echo $(( $1 * 1024 )) ;;
+  esac
+}
+MEM_KB=$(mem_kb "$MEM")
+
+variant_cmd() { # VARIANT -> NUL-separated argv
+  local -a q=(qemu-system-x86_64 -accel kvm -cpu host)
+  local -a common=(-m "$MEM" -smp "$CPUS" -nodefaults -no-user-config -display none -no-reboot
+                   -serial stdio -kernel "$K" -initrd "$I" -append "$CMDLINE")
+  case $1 in
+    tessera)
+      if [ "${TESTBED_L2_VMM:-tessera}" = tessera ]; then
+        tessera_cmd --kernel "$K" --initrd "$I" --cmdline "$CMDLINE" --memory "$MEM" \
+          --cpus "$CPUS" --serial stdio --timeout "$TMO"
+      else
+        printf '%s\0' "${q[@]}" -M q35 "${common[@]}"
+      fi ;;
+    qemu-microvm) printf '%s\0' "${q[@]}" -M microvm "${common[@]}" ;;
+    qemu-q35) printf '%s\0' "${q[@]}" -M q35 "${common[@]}" ;;
+  esac
+}
+
+# Rss (KiB) of the mappings of PID that are >= half the guest memory.
+guest_rss_kb() {
+  awk -v min=$(( MEM_KB / 2 )) '
+    /^Size:/ { size = $2 }
+    /^Rss:/ { if (size >= min) sum += $2 }
+    END { print sum + 0 }' "/proc/$1/smaps" 2>/dev/null
+}
+
+fmt_s() { printf '%d.%02d' $(( $1 / 1000000 )) $(( $1 / 10000 % 100 )); }
+
+# measure VARIANT RUN -> appends "variant run marker_us total_us peak_kb guest_kb rc" to $DATA
+DATA=$LOGDIR/bench.data
+: > "$DATA"
+measure() {
+  local v=$1 i=$2 log=$LOGDIR/bench-$1-$2.log pidf timef line pid="" marker=-1 guest=-1 rep="" t0 now
+  local -a cmd=()
+  mapfile -d '' cmd < <(variant_cmd "$v")
+  pidf=$(mktemp) timef=$(mktemp)
+  echo "CMD: ${cmd[*]}" > "$log"
+  t0=${EPOCHREALTIME/./}
+  # shellcheck disable=SC2016  # $$ and $@ belong to the inner bash (below)
+  while IFS= read -r line; do
+    line=${line%$'\r'}
+    now=${EPOCHREALTIME/./}
+    printf '[%s] %s\n' "$(fmt_s $(( now - t0 )))" "$line" >> "$log"
+    case $line in
+      *"$MARKER"*) [ "$marker" = -1 ] && marker=$(( now - t0 )) ;;
+      L2-MEM*)
+        rep=${line#L2-MEM }
+        pid=$(cat "$pidf")
+        guest=$(guest_rss_kb "$pid")
+        { echo "smaps sample (pid $pid):"; awk -v min=$(( MEM_KB / 2 )) '
+            /^[0-9a-f]+-[0-9a-f]+ / { m = $0 } /^Size:/ { size = $2 }
+            /^Rss:/ { if (size >= min) print "  " m " Size " size " kB Rss " $2 " kB" }' "/proc/$pid/smaps"; } >> "$log" ;;
+    esac
+  done < <(timeout -s KILL $(( TMO + 60 )) "$TIME" -f '%M %x' -o "$timef" \
+             bash -c 'echo $$ > "$0"; exec "$@"' "$pidf" "${cmd[@]}" < /dev/null 2>&1)
+  local total=$(( ${EPOCHREALTIME/./} - t0 ))
+  local peak rc
+  read -r peak rc < <(tail -n 1 "$timef")
+  rm -f "$pidf" "$timef"
+  peak=${peak:--1} rc=${rc:--1}
+  echo "$v $i $marker $total $peak $guest $rc" >> "$DATA"
+  printf 'BENCH %-13s run %d: marker %ss, exit %ss (status %s), peak RSS %s KiB, guest RAM touched %s KiB, VMM overhead %s KiB (guest says: %s)\n' \
+    "$v" "$i" "$( [ "$marker" -ge 0 ] && fmt_s "$marker" || echo never)" "$(fmt_s "$total")" "$rc" \
+    "$peak" "$guest" "$(( peak - guest ))" "${rep:-no L2-MEM line}"
+}
+
+echo "bench-boot $( [ "${TESTBED_IN_L1:-0}" = 1 ] && echo "in L1 ($(uname -r), nested KVM)" || echo "on this host ($(uname -r))"): $N runs each, guest $(file -b "$K" 2>/dev/null | grep -o 'version [^ ]*'), $MEM, $CPUS vCPU(s), cmdline '$CMDLINE'"
+qemu-system-x86_64 --version | head -1
+[ "${TESTBED_L2_VMM:-tessera}" = tessera ] && echo "tessera: $TESSERA_BIN ($("$TESSERA_BIN" --version 2>&1 | head -1))"
+VARIANTS="tessera qemu-microvm qemu-q35"
+for i in $(seq 1 "$N"); do
+  for v in $VARIANTS; do
+    measure "$v" "$i"
+  done
+done
+
+# Medians and ratios
+python3 - "$DATA" "${TESTBED_L2_VMM:-tessera}" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+names = ["tessera", "qemu-microvm", "qemu-q35"]
+med, bad = {}, 0
+for n in names:
+    r = [x for x in rows if x[0] == n]
+    ok = [x for x in r if int(x[2]) >= 0 and x[6] == "0" and int(x[4]) > 0]
+    bad += len(r) - len(ok)
+    if not ok:
+        med[n] = None
+        continue
+    m = lambda k: statistics.median(int(x[k]) for x in ok)
+    med[n] = dict(marker=m(2) / 1e6, total=m(3) / 1e6, peak=m(4) / 1024,
+                  guest=m(5) / 1024, over=statistics.median((int(x[4]) - int(x[5])) for x in ok) / 1024,
+                  n=len(ok), of=len(r))
+label = {"tessera": "tessera" if sys.argv[2] == "tessera" else "tessera*"}
+print()
+print("| VMM | runs ok | time to marker (s) | time to exit (s) | peak RSS (MiB) | guest RAM touched (MiB) | VMM overhead = peak - guest (MiB) |")
+print("|---|---|---|---|---|---|---|")
+for n in names:
+    d = med[n]
+    if d is None:
+        print(f"| {label.get(n, n)} | 0 | - | - | - | - | - |")
+        continue
+    print(f"| {label.get(n, n)} | {d['n']}/{d['of']} | {d['marker']:.2f} | {d['total']:.2f} | {d['peak']:.1f} | {d['guest']:.1f} | {d['over']:.1f} |")
+t = med["tessera"]
+for q in ("qemu-microvm", "qemu-q35"):
+    d = med[q]
+    if t is None or d is None:
+        print(f"| ratio {label.get('tessera', 'tessera')}/{q} | - | - | - | - | - | - |")
+        continue
+    r = lambda k: f"{t[k] / d[k]:.2f}" if d[k] else "-"
+    print(f"| ratio {label.get('tessera', 'tessera')}/{q} | | {r('marker')} | {r('total')} | {r('peak')} | {r('guest')} | {r('over')} |")
+print("(medians; times from VMM process start; tessera* = QEMU q35 stand-in, TESTBED_L2_VMM=qemu)" if sys.argv[2] != "tessera"
+      else "(medians; times from VMM process start)")
+sys.exit(1 if bad else 0)
+EOF

@@ -1,0 +1,135 @@
+# shellcheck shell=bash
+# How the L2 scripts start an L2 guest.  Sourced by boot-tests.sh and
+# bench-boot.sh, which run where KVM works (inside L1, or on a host with
+# hardware KVM).
+#
+#   vmm_run OUT -- tessera-run-options...
+#
+# Runs the selected L2 VMM (TESTBED_L2_VMM=tessera|qemu, default tessera) with
+# the options of `tessera run` (--kernel --initrd --cmdline --memory --cpus
+# --serial --expect-serial --timeout ...).  The VMM's own stdout+stderr go to
+# OUT; its exit status is returned (tessera's contract: 0 guest powered off
+# or --expect-serial text seen, 1 VM/VMM failure, 2 bad input, 3 guest reset,
+# 124 --timeout expired, 128+N signal).  An outer `timeout` guards every run
+# (the VMM's own --timeout + L2_GUARD_SLACK [60] s; its expiry gives 125 after
+# a KILL, i.e. "the VMM ignored its own --timeout").
+#
+# tessera: this is the one place that knows the command line:
+#   $TESSERA_BIN run --log-level ${TESSERA_LOG_LEVEL:-warn} <options>
+# qemu: a stand-in that emulates the same contract with QEMU (q35, -accel
+#   kvm -cpu host, SeaBIOS, -kernel): exit statuses are mapped (guest reset vs
+#   poweroff is told apart with QEMU's qemu_system_shutdown_request trace
+#   event, which fires only for a guest power-off), --expect-serial and
+#   --timeout are done by polling the serial log file, --serial file=/stdio.
+
+vmm_name() {
+  case ${TESTBED_L2_VMM:-tessera} in
+    tessera) echo tessera ;;
+    qemu) echo qemu-q35-standin ;;
+  esac
+}
+
+# The tessera invocation (single place to adjust when the CLI changes).
+tessera_cmd() { # options...
+  printf '%s\0' "${TESSERA_BIN:?TESSERA_BIN not set}" run \
+    --log-level "${TESSERA_LOG_LEVEL:-warn}" "$@"
+}
+
+# Outer guard: seconds derived from the VMM's --timeout in the options.
+guard_secs() { # options...
+  local t=600
+  while [ $# -gt 0 ]; do
+    [ "$1" = --timeout ] && t=$2
+    shift
+  done
+  echo $(( t + ${L2_GUARD_SLACK:-60} ))
+}
+
+vmm_run() { # OUT -- options...
+  local out=$1
+  shift
+  [ "${1:-}" = -- ] && shift
+  local guard
+  guard=$(guard_secs "$@")
+  case ${TESTBED_L2_VMM:-tessera} in
+    tessera)
+      local -a cmd=()
+      mapfile -d '' cmd < <(tessera_cmd "$@")
+      echo "L2-VMM-CMD: ${cmd[*]}" > "$out"
+      timeout -s KILL "$guard" "${cmd[@]}" < /dev/null >> "$out" 2>&1
+      local rc=$?
+      [ $rc = 137 ] && { echo "L2 guard: killed after ${guard}s" >> "$out"; rc=125; }
+      return $rc ;;
+    qemu) qemu_standin "$out" "$guard" "$@" ;;
+    *) echo "bad TESTBED_L2_VMM" >&2; return 2 ;;
+  esac
+}
+
+# QEMU in the role of `tessera run` (see the header).
+qemu_standin() { # OUT GUARD options...
+  local out=$1 guard=$2
+  shift 2
+  local kernel="" initrd="" cmdline="" mem=256M cpus=1 serial=stdio expect="" tmo=0
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --kernel) kernel=$2; shift ;;
+      --initrd) initrd=$2; shift ;;
+      --cmdline) cmdline=$2; shift ;;
+      --memory) mem=$2; shift ;;
+      --cpus) cpus=$2; shift ;;
+      --serial) serial=$2; shift ;;
+      --expect-serial) expect=$2; shift ;;
+      --timeout) tmo=$2; shift ;;
+      --on-reset|--log-level) shift ;;
+      *) echo "qemu stand-in: unknown option $1" >> "$out"; return 2 ;;
+    esac
+    shift
+  done
+  local log trace
+  trace=$(mktemp /tmp/l2-trace.XXXXXX)
+  case $serial in
+    file=*) log=${serial#file=} ;;
+    *) log=$(mktemp /tmp/l2-serial.XXXXXX) ;;   # stdio/null: poll a temp file
+  esac
+  : > "$log"
+  local -a cmd=(qemu-system-x86_64 -accel kvm -cpu host -M q35 -m "$mem" -smp "$cpus"
+    -nodefaults -no-user-config -display none -no-reboot
+    -serial "file:$log" -kernel "$kernel" -append "$cmdline"
+    -trace "qemu_system_shutdown_request,file=$trace")
+  [ -n "$initrd" ] && cmd+=(-initrd "$initrd")
+  echo "L2-VMM-CMD: ${cmd[*]}" > "$out"
+  local t0=${EPOCHREALTIME/./} pid rc="" tail_pid=""
+  [ "$serial" = stdio ] && { tail -n +1 -f "$log" & tail_pid=$!; }
+  "${cmd[@]}" < /dev/null >> "$out" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ -n "$expect" ] && grep -qF -- "$expect" "$log"; then
+      kill "$pid"; wait "$pid"; rc=0; break
+    fi
+    local el=$(( (${EPOCHREALTIME/./} - t0) / 1000000 ))
+    if [ "$tmo" -gt 0 ] && [ "$el" -ge "$tmo" ]; then
+      kill "$pid"; wait "$pid"
+      { echo "qemu stand-in: timeout after ${tmo}s; last serial lines:"; tail -n 10 "$log"; } >> "$out"
+      rc=124; break
+    fi
+    if [ "$el" -ge "$guard" ]; then
+      kill -KILL "$pid"; wait "$pid"; echo "L2 guard: killed after ${guard}s" >> "$out"; rc=125; break
+    fi
+    sleep 0.2
+  done
+  if [ -z "$rc" ]; then
+    wait "$pid"
+    rc=$?
+    if [ $rc = 0 ]; then
+      # poweroff: "qemu_system_shutdown_request reason=6" (guest-shutdown);
+      # a guest reset with -no-reboot ends QEMU without that event
+      grep -q 'qemu_system_shutdown_request reason=6' "$trace" || rc=3
+    else
+      rc=1
+    fi
+  fi
+  [ -n "$tail_pid" ] && { sleep 0.3; kill "$tail_pid" 2>/dev/null; wait "$tail_pid" 2>/dev/null; }
+  rm -f "$trace"
+  case $serial in file=*) ;; *) rm -f "$log" ;; esac
+  return "$rc"
+}

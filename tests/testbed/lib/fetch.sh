@@ -1,0 +1,296 @@
+# shellcheck shell=bash
+# `testbed fetch`: every artefact comes from Debian packages.
+#
+#   L0 QEMU     qemu-system-x86 from bookworm-backports (QEMU 10; installed
+#               with apt, needs root; the backports apt source is added to
+#               /etc/apt/sources.list.d if apt does not know it yet)
+#   L1 kernel   the package that bookworm-backports' linux-image-amd64
+#               metapackage depends on (6.12 generic), `apt-get download` +
+#               `dpkg -x`, never installed
+#   L2 kernel   the package that bookworm's linux-image-cloud-amd64
+#               metapackage depends on (6.1 cloud), downloaded the same way
+#   busybox     busybox-static (static /bin/busybox for both initramfs images)
+#   ovmf        ovmf (UEFI firmware files for L2 guests; not used by the boot
+#               tests yet, kept for firmware tests)
+#
+# Versions are resolved by asking apt once and written to $CACHE/testbed.lock;
+# later runs reuse the lock and the cached files and do nothing expensive.
+# `fetch --refresh` runs apt-get update and resolves again.
+#
+# Cache layout ($CACHE, default <repo>/target/testbed, env TESTBED_CACHE):
+#   testbed.lock                 role package version suite
+#   l1/vmlinuz l1/config l1/modules/*.ko l1/modules.order l1/initrd.gz
+#   l1/qemu-bql-shim.so
+#   l2/vmlinuz l2/config l2/initrd.gz (base L2 image, see l2/init.sh)
+#   pkg/busybox                  static busybox
+#   ovmf/                        OVMF_CODE_4M.fd OVMF_VARS_4M.fd OVMF.fd ...
+#   logs/                        kept L1 job directories (console logs)
+
+# Modules L1 loads (dependencies are resolved from the modules themselves):
+# 9p + overlay for the host root, KVM (AMD: `-cpu max` under TCG is an
+# AMD-flavoured CPU with SVM), VFIO, igb (SR-IOV PF) and igbvf.
+L1_MODS=${TESTBED_L1_MODS:-"9p 9pnet_virtio overlay kvm_amd vfio vfio_iommu_type1 vfio_pci igb igbvf"}
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+need_root() { # WHAT
+  is_root && return 0
+  die "$1 needs root (apt). Run 'tests/testbed/testbed fetch' as root once, or do it by hand:
+  add a '$BACKPORTS' apt source, apt-get update, apt-get install -t $BACKPORTS qemu-system-x86"
+}
+
+has_backports() {
+  apt-cache policy 2>/dev/null | grep -q "n=$BACKPORTS,"
+}
+
+ensure_backports() {
+  has_backports && return 0
+  need_root "adding the $BACKPORTS apt source"
+  local f=/etc/apt/sources.list.d/tessera-testbed-backports.sources
+  log "adding the $BACKPORTS apt source: $f"
+  cat > "$f" <<EOF
+# Added by tessera tests/testbed/testbed fetch (L0 QEMU 10 and the L1 kernel).
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $BACKPORTS
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  apt-get update -q >&2 || die "apt-get update failed"
+  has_backports || die "apt still does not know $BACKPORTS after adding $f"
+}
+
+# Highest version of PKG available from SUITE (exact suite name).
+suite_version() { # PKG SUITE
+  apt-cache madison "$1" 2>/dev/null |
+    awk -F' [|] ' -v s=" $2/" 'index($3, s) { gsub(/ /, "", $2); print $2 }' |
+    sort -V -r | head -1
+}
+# apt's candidate version of PKG (default pin priorities: not backports).
+candidate_version() {
+  apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }'
+}
+# The first linux-image-* dependency of metapackage PKG at VERSION: "name version"
+meta_dep() { # PKG VERSION
+  apt-cache show "$1=$2" 2>/dev/null |
+    awk -F': ' '$1 == "Depends" { print $2; exit }' | tr ',' '\n' |
+    sed -n 's/^ *\(linux-image-[^ ]*\) *(= *\([^)]*\)).*/\1 \2/p' | head -1
+}
+
+# resolve_versions: ask apt, write $LOCK.new
+resolve_versions() {
+  local q l1meta l1 l2meta l2 bb ovmf
+  if is_root; then
+    ensure_backports
+    log "apt-get update"
+    apt-get update -q >/dev/null 2>&1 || log "warning: apt-get update failed; using the lists apt has"
+  else
+    has_backports || need_root "adding the $BACKPORTS apt source"
+  fi
+  q=$(suite_version qemu-system-x86 "$BACKPORTS")
+  [ -n "$q" ] || die "apt has no qemu-system-x86 in $BACKPORTS"
+  l1meta=$(suite_version linux-image-amd64 "$BACKPORTS")
+  [ -n "$l1meta" ] || die "apt has no linux-image-amd64 in $BACKPORTS"
+  l1=$(meta_dep linux-image-amd64 "$l1meta")
+  [ -n "$l1" ] || die "cannot read the kernel dependency of linux-image-amd64=$l1meta"
+  l2meta=$(candidate_version linux-image-cloud-amd64)
+  { [ -n "$l2meta" ] && [ "$l2meta" != "(none)" ]; } || die "apt has no linux-image-cloud-amd64"
+  l2=$(meta_dep linux-image-cloud-amd64 "$l2meta")
+  [ -n "$l2" ] || die "cannot read the kernel dependency of linux-image-cloud-amd64=$l2meta"
+  bb=$(candidate_version busybox-static)
+  ovmf=$(candidate_version ovmf)
+  { [ -n "$bb" ] && [ -n "$ovmf" ]; } || die "apt has no busybox-static or ovmf"
+  {
+    echo "# tessera testbed artefacts: role package version (from Debian; resolved $(date -u +%Y-%m-%dT%H:%MZ))"
+    echo "l0-qemu qemu-system-x86 $q $BACKPORTS"
+    echo "l1-kernel $l1 $BACKPORTS (linux-image-amd64 $l1meta)"
+    echo "l2-kernel $l2 $BASE_SUITE (linux-image-cloud-amd64 $l2meta)"
+    echo "busybox busybox-static $bb $BASE_SUITE"
+    echo "ovmf ovmf $ovmf $BASE_SUITE"
+  } > "$LOCK.new"
+}
+
+lock_field() { # FILE ROLE N
+  awk -v r="$2" -v n="$3" '$1 == r { print $n; exit }' "$1"
+}
+
+# Install the locked QEMU version unless it is there already.
+ensure_qemu() { # LOCKFILE
+  local want have
+  want=$(lock_field "$1" l0-qemu 3)
+  have=$(dpkg-query -W -f '${Version}' qemu-system-x86 2>/dev/null || true)
+  if [ "$have" = "$want" ] && command -v qemu-system-x86_64 >/dev/null; then
+    return 0
+  fi
+  if ! is_root && [ -n "$have" ] && command -v qemu-system-x86_64 >/dev/null; then
+    log "warning: qemu-system-x86 $have is installed, the lock says $want; not root, so using it"
+    return 0
+  fi
+  need_root "installing qemu-system-x86 $want (have: ${have:-none})"
+  ensure_backports
+  log "installing qemu-system-x86=$want from $BACKPORTS (replaces ${have:-nothing})"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t "$BACKPORTS" "qemu-system-x86=$want" >&2 ||
+    { apt-get update -q >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t "$BACKPORTS" "qemu-system-x86=$want" >&2; } ||
+    die "apt-get install qemu-system-x86=$want failed"
+}
+
+# Download PKG=VER and extract it into DIR (fresh).
+fetch_deb() { # PKG VER DIR
+  local dl
+  dl=$(mktemp -d "$CACHE/dl.XXXXXX")
+  chmod 0777 "$dl"    # apt's _apt sandbox user writes the .deb here
+  log "downloading $1=$2"
+  (cd "$dl" && timeout 900 apt-get download -q "$1=$2" >&2) || { rm -rf "$dl"; die "apt-get download $1=$2 failed"; }
+  rm -rf "$3" && mkdir -p "$3"
+  dpkg -x "$dl"/*.deb "$3" || { rm -rf "$dl"; die "dpkg -x $1 failed"; }
+  rm -rf "$dl"
+}
+
+# stamp DIR "pkg ver" -> true if DIR/.version already says so
+stamped() { [ -f "$1/.version" ] && [ "$(cat "$1/.version")" = "$2" ]; }
+
+fetch_l1_kernel() { # PKG VER
+  local d=$CACHE/l1 x kver
+  stamped "$d" "$1 $2" && [ -f "$d/modules.order" ] && return 0
+  x=$CACHE/x-l1
+  fetch_deb "$1" "$2" "$x"
+  kver=$(ls "$x/lib/modules")
+  mkdir -p "$d"
+  rm -rf "$d/modules"
+  cp "$x/boot/vmlinuz-$kver" "$d/vmlinuz"
+  cp "$x/boot/config-$kver" "$d/config"
+  # shellcheck disable=SC2086  # L1_MODS is a word list
+  python3 "$TB_DIR/l1/kmod-resolve.py" "$x/lib/modules/$kver" "$d/modules" $L1_MODS > "$d/modules.order" ||
+    die "resolving L1 modules failed"
+  rm -rf "$x" "$d/initrd.gz"
+  echo "$1 $2" > "$d/.version"
+  log "L1 kernel $kver, modules: $(tr '\n' ' ' < "$d/modules.order")"
+}
+
+fetch_l2_kernel() { # PKG VER
+  local d=$CACHE/l2 x kver
+  stamped "$d" "$1 $2" && return 0
+  x=$CACHE/x-l2
+  fetch_deb "$1" "$2" "$x"
+  kver=$(ls "$x/lib/modules")
+  mkdir -p "$d"
+  cp "$x/boot/vmlinuz-$kver" "$d/vmlinuz"
+  cp "$x/boot/config-$kver" "$d/config"
+  rm -rf "$x"
+  echo "$1 $2" > "$d/.version"
+  log "L2 kernel $kver"
+}
+
+fetch_busybox() { # VER
+  local d=$CACHE/pkg x
+  stamped "$d" "busybox-static $1" && return 0
+  x=$CACHE/x-bb
+  fetch_deb busybox-static "$1" "$x"
+  mkdir -p "$d"
+  cp "$x/bin/busybox" "$d/busybox"
+  rm -rf "$x"
+  echo "busybox-static $1" > "$d/.version"
+}
+
+fetch_ovmf() { # VER
+  local d=$CACHE/ovmf x
+  stamped "$d" "ovmf $1" && return 0
+  x=$CACHE/x-ovmf
+  fetch_deb ovmf "$1" "$x"
+  rm -rf "$d" && mkdir -p "$d"
+  # pflash pair (CODE read-only + a copy of VARS per VM) and the one-image
+  # variant for -bios (nested, -bios booted ~35 s faster than pflash)
+  cp "$x"/usr/share/OVMF/OVMF_CODE_4M.fd "$x"/usr/share/OVMF/OVMF_VARS_4M.fd "$d/"
+  [ -f "$x/usr/share/ovmf/OVMF.fd" ] && cp -L "$x/usr/share/ovmf/OVMF.fd" "$d/OVMF.fd"
+  rm -rf "$x"
+  echo "ovmf $1" > "$d/.version"
+}
+
+# pack_initramfs SRCDIR OUT.gz  (newc cpio by the cached static busybox, root-owned)
+pack_initramfs() {
+  local bb=$CACHE/pkg/busybox
+  (cd "$1" && find . | LC_ALL=C sort | "$bb" cpio -o -H newc -R 0:0 2>/dev/null | gzip -1 -n) > "$2.tmp" &&
+    mv "$2.tmp" "$2"
+}
+
+# Content hash of the given files, to rebuild derived images only when an
+# input changed.
+inputs_hash() { cat "$@" | sha256sum | cut -c1-16; }
+
+build_shim() {
+  local src=$TB_DIR/l1/qemu-bql-shim.c out=$CACHE/l1/qemu-bql-shim.so
+  [ -f "$out" ] && [ "$out" -nt "$src" ] && return 0
+  cc -shared -fPIC -O2 -o "$out" "$src" -ldl || die "compiling $src failed (needs a C compiler)"
+}
+
+build_l1_initrd() {
+  local d=$CACHE/l1 h t
+  h=$(inputs_hash "$TB_DIR/l1/init.sh" "$d/modules.order" "$d/.version" "$CACHE/pkg/.version")
+  [ -f "$d/initrd.gz" ] && [ "$(cat "$d/initrd.hash" 2>/dev/null)" = "$h" ] && return 0
+  t=$(mktemp -d "$CACHE/ird.XXXXXX")
+  mkdir -p "$t/bin" "$t/lib/modules"
+  cp "$CACHE/pkg/busybox" "$t/bin/busybox"
+  cp "$d"/modules/*.ko "$t/lib/modules/"
+  cp "$d/modules.order" "$t/modules.order"
+  install -m 0755 "$TB_DIR/l1/init.sh" "$t/init"
+  pack_initramfs "$t" "$d/initrd.gz"
+  rm -rf "$t"
+  echo "$h" > "$d/initrd.hash"
+  log "built $d/initrd.gz ($(du -k "$d/initrd.gz" | cut -f1) KiB)"
+}
+
+# The base L2 image: busybox + l2/init.sh.  Cheap; rebuilt when init changes.
+build_l2_initrd() {
+  local d=$CACHE/l2 h t
+  h=$(inputs_hash "$TB_DIR/l2/init.sh" "$CACHE/pkg/.version")
+  [ -f "$d/initrd.gz" ] && [ "$(cat "$d/initrd.hash" 2>/dev/null)" = "$h" ] && return 0
+  t=$(mktemp -d "$CACHE/ird.XXXXXX")
+  mkdir -p "$t/bin"
+  cp "$CACHE/pkg/busybox" "$t/bin/busybox"
+  install -m 0755 "$TB_DIR/l2/init.sh" "$t/init"
+  pack_initramfs "$t" "$d/initrd.gz"
+  rm -rf "$t"
+  echo "$h" > "$d/initrd.hash"
+  log "built $d/initrd.gz ($(du -k "$d/initrd.gz" | cut -f1) KiB)"
+}
+
+# cmd_fetch [--refresh]
+cmd_fetch() {
+  local refresh=0 lockfile
+  case ${1:-} in
+    --refresh) refresh=1 ;;
+    "") ;;
+    *) die "usage: testbed fetch [--refresh]" ;;
+  esac
+  mkdir -p "$CACHE"
+  lockfile=$LOCK
+  if [ $refresh = 1 ] || [ ! -f "$LOCK" ]; then
+    resolve_versions
+    lockfile=$LOCK.new
+  fi
+  ensure_qemu "$lockfile"
+  fetch_busybox "$(lock_field "$lockfile" busybox 3)"
+  fetch_l1_kernel "$(lock_field "$lockfile" l1-kernel 2)" "$(lock_field "$lockfile" l1-kernel 3)"
+  fetch_l2_kernel "$(lock_field "$lockfile" l2-kernel 2)" "$(lock_field "$lockfile" l2-kernel 3)"
+  fetch_ovmf "$(lock_field "$lockfile" ovmf 3)"
+  [ "$lockfile" = "$LOCK" ] || mv "$LOCK.new" "$LOCK"
+  build_shim
+  build_l1_initrd
+  build_l2_initrd
+  log "artefacts ready in $CACHE"
+  print_lock
+}
+
+# Used by run/boot-tests/bench-boot: fetch only if something is missing.
+ensure_artifacts() {
+  local f
+  for f in "$LOCK" "$CACHE/l1/vmlinuz" "$CACHE/l1/modules.order" "$CACHE/l2/vmlinuz" \
+           "$CACHE/pkg/busybox" "$CACHE/l1/qemu-bql-shim.so"; do
+    [ -e "$f" ] || { log "missing $f: running fetch"; cmd_fetch "" >/dev/null; return; }
+  done
+  command -v "${TESTBED_QEMU:-qemu-system-x86_64}" >/dev/null ||
+    { log "no L0 QEMU: running fetch"; cmd_fetch "" >/dev/null; return; }
+  build_shim
+  build_l1_initrd
+  build_l2_initrd
+}

@@ -1,0 +1,128 @@
+# shellcheck shell=bash
+# `testbed run [--] CMD...`: boot L1 under the L0 QEMU (TCG) and run CMD in it.
+#
+# L0 machine: q35 (kernel-irqchip=split), 2 vCPUs, 4 GiB, `-cpu max` (emulated
+# SVM, so L1 loads kvm_amd and gets a real /dev/kvm), an intel-iommu with
+# interrupt remapping and caching-mode (L1 boots with intel_iommu=on), an igb
+# NIC (SR-IOV PF, up to 7 VFs) behind a PCIe root port, an edu device and a
+# bochs-display, each behind its own root port (own IOMMU group in L1).
+# L1 is the Debian 6.12 kernel with the busybox initramfs of l1/init.sh: it
+# mounts this machine's / read-only over virtio-9p (+ tmpfs overlay), and runs
+# CMD with bash in a chroot of it, in the current directory, so host-built
+# binaries (target/*/tessera) run unchanged.  /dev/kvm and /dev/vfio are there.
+#
+# CMD's output is streamed (L1's serial console is our stdout); the exit status
+# is CMD's, or 125 when L1 never reported one (crash, hang, TESTBED_TIMEOUT).
+# On failure the tail of L1's console log is printed and the job directory
+# (console.log, cmd.sh, anything CMD wrote to /run/testbed) is kept under
+# $CACHE/logs; with TESTBED_KEEP=1 it is always kept.
+#
+# Knobs (defaults in brackets):
+#   TESTBED_TIMEOUT  hard limit for the whole L1 run, seconds [1800]
+#   TESTBED_QEMU     L0 QEMU binary [qemu-system-x86_64]
+#   TESTBED_MEM      L1 RAM [4G]      TESTBED_SMP  L1 vCPUs [2]
+#   TESTBED_APPEND   extra L1 kernel command line
+#   TESTBED_VERBOSE  1 = full L1 kernel log on the console
+#   TESTBED_LOGDIR   where job directories go [$CACHE/logs]
+#   TESTBED_SHIM     LD_PRELOAD for L0 QEMU [$CACHE/l1/qemu-bql-shim.so; "" = none]
+#                    Works around QEMU 10.0.2's TCG abort
+#                    "tcg_handle_interrupt: assertion failed: (bql_locked())"
+#                    (L2 writes CR8 with a virtual interrupt pending, hit with
+#                    OVMF L2 guests); see l1/qemu-bql-shim.c.  Keep it until a
+#                    fixed QEMU is installable from Debian.
+# Environment variables named TESTBED_*, TESSERA_*, BENCH_*, L2_*, RUST_LOG and
+# RUST_BACKTRACE are passed on to CMD.
+
+# Last job directory of cmd_run (for callers that want to read its files;
+# they set TB_NO_CLEAN=1 and remove it themselves).
+# shellcheck disable=SC2034  # read by ../testbed
+TB_JOB=
+
+cmd_run() {
+  [ "${1:-}" = "--" ] && shift
+  [ $# -gt 0 ] || die "usage: testbed run [--] CMD [ARG...]"
+  ensure_artifacts
+
+  local l1=$CACHE/l1 logdir=${TESTBED_LOGDIR:-$CACHE/logs}
+  local timeout=${TESTBED_TIMEOUT:-1800} qemu=${TESTBED_QEMU:-qemu-system-x86_64}
+  local job append shim t0 qrc rc v
+  mkdir -p "$logdir"
+  # keep at most the 20 newest job directories (failed or TESTBED_KEEP runs)
+  find "$logdir" -maxdepth 1 -name 'l1-*' -type d -printf '%T@ %p\n' | sort -rn |
+    tail -n +20 | cut -d' ' -f2- | while IFS= read -r old; do rm -rf "$old"; done
+  job=$(mktemp -d "$logdir/l1-$(date +%Y%m%d-%H%M%S)-XXXX")
+  TB_JOB=$job
+
+  # cmd.sh runs inside L1 (chroot of the host root) with bash
+  {
+    echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb'
+    echo 'export TESTBED_IN_L1=1'
+    while IFS= read -r v; do
+      printf 'export %s=%q\n' "$v" "${!v}"
+    done < <(compgen -e | grep -E '^(TESTBED_|TESSERA_|BENCH_|L2_|RUST_LOG$|RUST_BACKTRACE$)' |
+             grep -vE '^(TESTBED_IN_L1|TESTBED_DIRECT)$')
+    printf 'cd %q 2>/dev/null || cd /\n' "$PWD"
+    printf '%q ' "$@"; echo
+  } > "$job/cmd.sh"
+
+  append="console=ttyS0 panic=-1 oops=panic intel_iommu=on"
+  [ "${TESTBED_VERBOSE:-0}" = 1 ] || append="$append quiet loglevel=3"
+  append="$append ${TESTBED_APPEND:-}"
+
+  local -a pre=() mon=() cmd
+  shim=${TESTBED_SHIM-$l1/qemu-bql-shim.so}
+  [ -n "$shim" ] && [ -f "$shim" ] && pre=(env "LD_PRELOAD=$shim")
+  # HMP monitor for inspecting a hung L1 (unix socket paths are limited to 108 bytes)
+  [ ${#job} -lt 90 ] && mon=(-monitor "unix:$job/monitor.sock,server=on,wait=off")
+  # shellcheck disable=SC2054  # commas are QEMU option syntax
+  cmd=("$qemu"
+    -accel tcg -cpu max -machine q35,kernel-irqchip=split
+    -m "${TESTBED_MEM:-4G}" -smp "${TESTBED_SMP:-2}"
+    -nodefaults -no-user-config -display none -no-reboot
+    -chardev "stdio,id=con,signal=off,logfile=$job/console.log" -serial chardev:con
+    "${mon[@]}"
+    -device intel-iommu,intremap=on,caching-mode=on
+    -kernel "$l1/vmlinuz" -initrd "$l1/initrd.gz" -append "$append"
+    -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
+    -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot
+    -fsdev "local,id=job,path=$job,security_model=none,multidevs=remap"
+    -device virtio-9p-pci,fsdev=job,mount_tag=job
+    -netdev user,id=n0,restrict=on
+    -device pcie-root-port,id=rp1,chassis=1,slot=1 -device igb,bus=rp1,netdev=n0
+    -device pcie-root-port,id=rp2,chassis=2,slot=2 -device edu,bus=rp2
+    -device pcie-root-port,id=rp3,chassis=3,slot=3 -device bochs-display,bus=rp3)
+  printf '%s ' "${pre[@]}" "${cmd[@]}" > "$job/l0-cmdline"
+  log "booting L1 (timeout ${timeout}s, job dir $job)"
+  [ "${TESTBED_VERBOSE:-0}" = 1 ] && log "L0: $(cat "$job/l0-cmdline")"
+
+  t0=$(now)
+  local qpid spid fd
+  # L1's serial output ends lines with \r\n: strip the \r (CI logs, and
+  # "N passed, M failed" must stand alone on its line)
+  exec {fd}> >(sed -u 's/\r$//')
+  spid=$!
+  timeout --kill-after=10 "$timeout" "${pre[@]}" "${cmd[@]}" < /dev/null >&"$fd" &
+  qpid=$!
+  # shellcheck disable=SC2064  # expand qpid now
+  trap "kill $qpid 2>/dev/null; exit 130" INT TERM
+  wait "$qpid"
+  qrc=$?
+  trap - INT TERM
+  exec {fd}>&-
+  wait "$spid" 2>/dev/null
+  if [ -f "$job/rc" ]; then rc=$(cat "$job/rc"); else rc=125; fi
+  log "L1 done: CMD exit status $rc, L0 QEMU exit status $qrc, wall $(elapsed "$t0")s"
+  [ "$qrc" = 124 ] && log "L1 run killed after TESTBED_TIMEOUT=${timeout}s"
+  if [ "$rc" != 0 ]; then
+    {
+      echo "---- tail of L1's console log ($job/console.log) ----"
+      tail -n "${TESTBED_TAIL:-40}" "$job/console.log" 2>/dev/null
+      echo "---- end of L1's console log; kept in $job ----"
+    } >&2
+  elif [ "${TESTBED_KEEP:-0}" = 1 ]; then
+    log "job dir kept: $job"
+  elif [ "${TB_NO_CLEAN:-0}" != 1 ]; then
+    rm -rf "$job"
+  fi
+  return "$rc"
+}
