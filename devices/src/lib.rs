@@ -11,6 +11,7 @@
 pub mod acpi_pm;
 pub mod legacy;
 pub mod pci;
+pub mod q35;
 
 use std::io;
 

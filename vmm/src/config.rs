@@ -56,6 +56,20 @@ pub enum ConfigError {
     /// A command line with a NUL byte.
     #[error("--cmdline must not contain a NUL byte")]
     BadCmdline,
+    /// Neither a kernel nor firmware.
+    #[error("nothing to boot: give --kernel PATH, or --firmware OVMF_CODE.fd --vars VARS.fd")]
+    NothingToBoot,
+    /// `--firmware` without `--vars`.
+    #[error(
+        "--firmware needs --vars PATH: the per-VM UEFI variable store (created from --vars-template when missing)"
+    )]
+    MissingVars,
+    /// Firmware-only options without `--firmware`.
+    #[error("{0} only makes sense with --firmware")]
+    NeedsFirmware(&'static str),
+    /// `--fw-cfg` value not understood.
+    #[error("invalid --fw-cfg '{0}': {1}")]
+    BadFwCfg(String, &'static str),
 }
 
 /// Parse a size with an optional binary suffix (K, M, G, T; case-insensitive,
@@ -205,9 +219,97 @@ pub enum CpuMode {
     },
 }
 
+/// A Linux kernel to boot.
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Optional initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub cmdline: String,
+}
+
+/// UEFI firmware: OVMF code and a per-VM variable store.
+#[derive(Debug, Clone)]
+pub struct FirmwareConfig {
+    /// OVMF_CODE*.fd, mapped read-only below 4 GiB.
+    pub code: PathBuf,
+    /// The VM's own OVMF_VARS*.fd, written through on every variable update.
+    pub vars: PathBuf,
+    /// Where to copy a missing `vars` from (default: the template the
+    /// firmware's descriptor names).
+    pub vars_template: Option<PathBuf>,
+    /// Where OVMF's debug log (I/O port 0x402) goes.
+    pub log: Option<PathBuf>,
+}
+
+/// A user item for fw_cfg (`--fw-cfg name=...,file=...|string=...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FwCfgUserItem {
+    /// File name in the fw_cfg directory (e.g. `opt/org.example/config`).
+    pub name: String,
+    /// Contents.
+    pub value: FwCfgValue,
+}
+
+/// Where a user fw_cfg item's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FwCfgValue {
+    /// A host file.
+    File(PathBuf),
+    /// A literal string.
+    String(String),
+}
+
+/// The longest fw_cfg file name (the directory has 56 bytes with the NUL).
+pub const FW_CFG_NAME_MAX: usize = 55;
+
+impl FromStr for FwCfgUserItem {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why| ConfigError::BadFwCfg(s.to_string(), why);
+        let mut name = None;
+        let mut value = None;
+        // The value may contain commas (string=a,b): split off name= first.
+        let rest = s
+            .strip_prefix("name=")
+            .ok_or_else(|| bad("it must start with name=NAME"))?;
+        let (n, tail) = rest
+            .split_once(',')
+            .ok_or_else(|| bad("add ,file=PATH or ,string=TEXT"))?;
+        name.get_or_insert(n.to_string());
+        if let Some(p) = tail.strip_prefix("file=") {
+            value = Some(FwCfgValue::File(PathBuf::from(p)));
+        } else if let Some(t) = tail.strip_prefix("string=") {
+            value = Some(FwCfgValue::String(t.to_string()));
+        }
+        let name = name.unwrap_or_default();
+        let value = value.ok_or_else(|| bad("add ,file=PATH or ,string=TEXT"))?;
+        if name.is_empty() || name.len() > FW_CFG_NAME_MAX {
+            return Err(bad("the name must be 1 to 55 bytes"));
+        }
+        if name.starts_with("etc/") {
+            return Err(bad("names under etc/ are the VMM's own; use opt/..."));
+        }
+        if matches!(&value, FwCfgValue::File(p) if p.as_os_str().is_empty()) {
+            return Err(bad("file= needs a path"));
+        }
+        Ok(Self { name, value })
+    }
+}
+
 /// What the VM boots.
 #[derive(Debug, Clone)]
 pub enum BootSource {
+    /// UEFI firmware (OVMF on the Q35 machine), optionally handed a kernel
+    /// through fw_cfg.
+    Firmware {
+        /// Code and variables.
+        firmware: FirmwareConfig,
+        /// A kernel for OVMF's direct kernel boot.
+        kernel: Option<KernelSpec>,
+    },
     /// A Linux kernel (bzImage, or an ELF vmlinux / PVH ELF).
     Kernel {
         /// Kernel image.
@@ -251,6 +353,8 @@ pub struct VmConfig {
     pub debug_exit_port: Option<u16>,
     /// Path of the KVM device (normally `/dev/kvm`).
     pub kvm_path: PathBuf,
+    /// User fw_cfg items (firmware boot only).
+    pub fw_cfg: Vec<FwCfgUserItem>,
 }
 
 impl VmConfig {
@@ -266,6 +370,7 @@ impl VmConfig {
             timeout: None,
             debug_exit_port: None,
             kvm_path: PathBuf::from("/dev/kvm"),
+            fw_cfg: Vec::new(),
         }
     }
 
@@ -281,18 +386,36 @@ impl VmConfig {
                 why: "Tessera supports (xAPIC IDs)",
             });
         }
-        if let BootSource::Kernel {
-            kernel,
-            initrd,
-            cmdline,
-        } = &self.boot
-        {
+        let kernel = match &self.boot {
+            BootSource::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => Some((kernel, initrd, cmdline)),
+            BootSource::Firmware { firmware, kernel } => {
+                check_file("firmware", &firmware.code)?;
+                if let Some(t) = &firmware.vars_template {
+                    check_file("vars template", t)?;
+                }
+                kernel.as_ref().map(|k| (&k.kernel, &k.initrd, &k.cmdline))
+            }
+            BootSource::Raw { .. } => None,
+        };
+        if let Some((kernel, initrd, cmdline)) = kernel {
             check_file("kernel", kernel)?;
             if let Some(i) = initrd {
                 check_file("initrd", i)?;
             }
             if cmdline.contains('\0') {
                 return Err(ConfigError::BadCmdline);
+            }
+        }
+        if !self.fw_cfg.is_empty() && !matches!(self.boot, BootSource::Firmware { .. }) {
+            return Err(ConfigError::NeedsFirmware("--fw-cfg"));
+        }
+        for item in &self.fw_cfg {
+            if let FwCfgValue::File(p) = &item.value {
+                check_file("--fw-cfg file", p)?;
             }
         }
         if matches!(&self.expect_serial, Some(t) if t.is_empty()) {
@@ -361,6 +484,26 @@ mod tests {
         assert!("reboot".parse::<OnReset>().is_err());
         assert!(parse_timeout("0").is_err());
         assert_eq!(parse_timeout("30").unwrap(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn fw_cfg_items() {
+        let i: FwCfgUserItem = "name=opt/a/b,string=x,y".parse().unwrap();
+        assert_eq!(i.name, "opt/a/b");
+        assert_eq!(i.value, FwCfgValue::String("x,y".into()));
+        let f: FwCfgUserItem = "name=opt/f,file=/tmp/x".parse().unwrap();
+        assert_eq!(f.value, FwCfgValue::File("/tmp/x".into()));
+        for bad in [
+            "opt/a,string=x",
+            "name=opt/a",
+            "name=,string=x",
+            "name=etc/e820,string=x",
+            "name=opt/a,file=",
+        ] {
+            assert!(bad.parse::<FwCfgUserItem>().is_err(), "{bad}");
+        }
+        let long = format!("name=opt/{},string=x", "a".repeat(60));
+        assert!(long.parse::<FwCfgUserItem>().is_err());
     }
 
     #[test]

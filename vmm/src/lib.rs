@@ -17,6 +17,8 @@ pub mod kvm;
 pub mod logger;
 pub mod memory;
 pub mod platform;
+mod q35;
+pub mod slots;
 pub mod vcpu;
 pub mod vm;
 
@@ -77,6 +79,12 @@ pub enum Error {
     /// A host resource could not be had.
     #[error("cannot {0}: {1}")]
     Io(&'static str, std::io::Error),
+    /// The firmware images cannot be used.
+    #[error(transparent)]
+    Firmware(#[from] firmware::ovmf::OvmfError),
+    /// A device could not be set up (a Tessera bug, or a resource limit).
+    #[error("device setup: {0}")]
+    Device(String),
 }
 
 impl Error {
@@ -87,6 +95,7 @@ impl Error {
         use kvm::KvmError as K;
         match self {
             Error::Config(_)
+            | Error::Firmware(_)
             | Error::Memory(_)
             | Error::Console(console::ConsoleError::OpenFile(..)) => true,
             Error::Kvm(K::Missing(_) | K::PermissionDenied(_) | K::MissingCap(_) | K::Open(..)) => {

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use vmm::config::{ConfigError, parse_size, parse_timeout};
+use vmm::config::{
+    ConfigError, FirmwareConfig, FwCfgUserItem, KernelSpec, parse_size, parse_timeout,
+};
 use vmm::{BootSource, EXIT_FAILURE, EXIT_USAGE, OnReset, SerialConfig, StopReason, VmConfig};
 
 /// Tessera: a KVM virtual machine monitor that gives a VM its own slice of a real GPU.
@@ -42,9 +44,26 @@ struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, short = 'c', default_value_t = 1, value_name = "N")]
     cpus: u32,
-    /// Linux kernel to boot directly (bzImage, or an ELF with a PVH note).
+    /// Linux kernel: booted directly (bzImage, or an ELF with a PVH note), or
+    /// handed to the firmware through fw_cfg when --firmware is given.
     #[arg(long, short = 'k', value_name = "PATH")]
-    kernel: PathBuf,
+    kernel: Option<PathBuf>,
+    /// UEFI firmware code (e.g. /usr/share/OVMF/OVMF_CODE_4M.fd): boots the Q35 machine.
+    #[arg(long, value_name = "PATH")]
+    firmware: Option<PathBuf>,
+    /// This VM's UEFI variable store; every variable write is saved to it at once.
+    #[arg(long, value_name = "PATH")]
+    vars: Option<PathBuf>,
+    /// Copied to --vars when that file does not exist yet (default: the
+    /// template the firmware's descriptor names, e.g. OVMF_VARS_4M.fd).
+    #[arg(long, value_name = "PATH")]
+    vars_template: Option<PathBuf>,
+    /// Write the firmware's debug log (I/O port 0x402) to PATH.
+    #[arg(long, value_name = "PATH")]
+    firmware_log: Option<PathBuf>,
+    /// Extra fw_cfg file for the firmware: name=opt/...,file=PATH or name=opt/...,string=TEXT (repeatable).
+    #[arg(long, value_name = "ITEM")]
+    fw_cfg: Vec<String>,
     /// Initramfs for the kernel.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
@@ -85,11 +104,46 @@ fn parse_port(s: &str) -> Result<u16, String> {
 }
 
 fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
-    let mut cfg = VmConfig::new(BootSource::Kernel {
-        kernel: args.kernel.clone(),
+    let kernel = args.kernel.clone().map(|kernel| KernelSpec {
+        kernel,
         initrd: args.initrd.clone(),
         cmdline: args.cmdline.clone(),
     });
+    let boot = match (&args.firmware, kernel) {
+        (Some(code), kernel) => BootSource::Firmware {
+            firmware: FirmwareConfig {
+                code: code.clone(),
+                vars: args.vars.clone().ok_or(ConfigError::MissingVars)?,
+                vars_template: args.vars_template.clone(),
+                log: args.firmware_log.clone(),
+            },
+            kernel,
+        },
+        (None, Some(k)) => {
+            for (set, flag) in [
+                (args.vars.is_some(), "--vars"),
+                (args.vars_template.is_some(), "--vars-template"),
+                (args.firmware_log.is_some(), "--firmware-log"),
+                (!args.fw_cfg.is_empty(), "--fw-cfg"),
+            ] {
+                if set {
+                    return Err(ConfigError::NeedsFirmware(flag));
+                }
+            }
+            BootSource::Kernel {
+                kernel: k.kernel,
+                initrd: k.initrd,
+                cmdline: k.cmdline,
+            }
+        }
+        (None, None) => return Err(ConfigError::NothingToBoot),
+    };
+    let mut cfg = VmConfig::new(boot);
+    cfg.fw_cfg = args
+        .fw_cfg
+        .iter()
+        .map(|s| s.parse::<FwCfgUserItem>())
+        .collect::<Result<_, _>>()?;
     cfg.memory = parse_size(&args.memory)?;
     cfg.cpus = args.cpus;
     cfg.serial = args.serial.parse::<SerialConfig>()?;

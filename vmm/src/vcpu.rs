@@ -69,6 +69,8 @@ pub enum VcpuStart {
         /// Entry.
         rip: u64,
     },
+    /// The architectural reset state (firmware at 0xffff_fff0), BSP.
+    FirmwareReset,
     /// An application processor waiting for INIT/SIPI from the BSP.
     WaitForSipi,
 }
@@ -236,6 +238,11 @@ impl Vcpu {
                 arch::regs::long_mode_sregs(&base),
                 true,
             ),
+            VcpuStart::FirmwareReset => (
+                arch::regs::firmware_reset_regs(),
+                arch::regs::firmware_reset_sregs(&base),
+                false,
+            ),
             VcpuStart::WaitForSipi => {
                 return Ok(Self {
                     index,
@@ -277,10 +284,12 @@ impl Vcpu {
 
     fn run(mut self, platform: &Platform, ctl: &Controller) -> u64 {
         let mut exits = 0u64;
+        let mut stats = ExitStats::new(log::log_enabled!(log::Level::Debug));
         while !ctl.is_stopping() {
             let action = match self.fd.run() {
                 Ok(exit) => {
                     exits += 1;
+                    stats.count(&exit);
                     let io_size = self.run_view.io_size();
                     handle_exit(exit, io_size, &platform.buses, platform)
                 }
@@ -304,6 +313,7 @@ impl Vcpu {
                 }
             }
         }
+        stats.report(self.index, exits);
         exits
     }
 
@@ -341,6 +351,51 @@ impl Vcpu {
             ));
         }
         s
+    }
+}
+
+/// Exit counts by kind and address, kept when debug logging is on: where
+/// a guest's exits (its time, nested) go.
+struct ExitStats {
+    counts: Option<std::collections::HashMap<(&'static str, u64), u64>>,
+}
+
+impl ExitStats {
+    fn new(enabled: bool) -> Self {
+        Self {
+            counts: enabled.then(std::collections::HashMap::new),
+        }
+    }
+
+    fn count(&mut self, exit: &kvm_ioctls::VcpuExit<'_>) {
+        use kvm_ioctls::VcpuExit as E;
+        let Some(counts) = &mut self.counts else {
+            return;
+        };
+        let key = match exit {
+            E::IoIn(port, _) => ("pio-in", u64::from(*port)),
+            E::IoOut(port, _) => ("pio-out", u64::from(*port)),
+            E::MmioRead(addr, _) => ("mmio-read", *addr & !0xfff),
+            E::MmioWrite(addr, _) => ("mmio-write", *addr & !0xfff),
+            E::Hlt => ("hlt", 0),
+            _ => ("other", 0),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+
+    fn report(&self, cpu: u32, total: u64) {
+        let Some(counts) = &self.counts else { return };
+        let mut v: Vec<_> = counts.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        let top: Vec<String> = v
+            .iter()
+            .take(12)
+            .map(|((kind, addr), n)| format!("{kind} {addr:#x}: {n}"))
+            .collect();
+        log::debug!(
+            "vCPU {cpu}: {total} exits; most frequent (MMIO by 4 KiB page):\n{}",
+            top.join("\n")
+        );
     }
 }
 

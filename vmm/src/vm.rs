@@ -63,8 +63,8 @@ pub(crate) fn run_once(
     let vm = Arc::new(kvm::create_vm(kvm)?);
     kvm::register_memory(&vm, &mem)?;
 
-    let platform = Arc::new(Platform::default());
-    let buses = &platform.buses;
+    let mut platform = Platform::default();
+    let buses = &mut platform.buses;
 
     // COM1.
     let watcher = Arc::new(Mutex::new(Watcher::new(
@@ -88,26 +88,10 @@ pub(crate) fn run_once(
         u64::from(serial::PORT_LEN),
         com1.clone(),
     )?;
-
-    // Reset and power-off paths.
     buses.pio.insert(
         u64::from(devices::legacy::i8042::PORT_BASE),
         u64::from(devices::legacy::i8042::PORT_LEN),
         Arc::new(Mutex::new(I8042::new(control.clone()))),
-    )?;
-    buses.pio.insert(
-        u64::from(devices::legacy::reset_control::PORT),
-        1,
-        Arc::new(Mutex::new(ResetControl::new(control.clone()))),
-    )?;
-    let sci = Arc::new(KvmLevelIrq::new(
-        vm.clone(),
-        firmware::acpi::AcpiConfig::default().sci_irq.into(),
-    ));
-    buses.pio.insert(
-        u64::from(acpi_pm::DEFAULT_PMBASE),
-        u64::from(acpi_pm::BLOCK_LEN),
-        Arc::new(Mutex::new(AcpiPm::new(control.clone(), Some(sci)))),
     )?;
     let high_ram = layout.high_ram().map_or(0, |(_, size)| size);
     buses.pio.insert(
@@ -126,17 +110,19 @@ pub(crate) fn run_once(
             Arc::new(Mutex::new(DebugExit::new(control.clone()))),
         )?;
     }
+    let sci: Arc<dyn devices::LevelIrqLine> = Arc::new(KvmLevelIrq::new(
+        vm.clone(),
+        firmware::acpi::AcpiConfig::default().sci_irq.into(),
+    ));
 
-    // ACPI tables in the BIOS area, where Linux also finds them by scanning.
-    let rsdp = write_acpi(&mem, cfg.cpus)?;
-
-    // What to run.
+    // The machine-specific part and what the vCPUs start with.
     let (bsp, aps) = match &cfg.boot {
         BootSource::Kernel {
             kernel,
             initrd,
             cmdline,
         } => {
+            let rsdp = legacy_platform(&platform, &mem, cfg.cpus, &control, sci)?;
             let entry = boot::load_kernel(&mem, layout, kernel, initrd.as_deref(), cmdline, rsdp)?;
             let bsp = match entry {
                 BootEntry::Linux64 { entry, zero_page } => VcpuStart::Linux64 { entry, zero_page },
@@ -150,6 +136,7 @@ pub(crate) fn run_once(
             load_addr,
             mode,
         } => {
+            legacy_platform(&platform, &mem, cfg.cpus, &control, sci)?;
             boot::load_raw(&mem, image, *load_addr)?;
             let start = match *mode {
                 CpuMode::Real { cs, ip } => VcpuStart::Real { cs, ip },
@@ -157,7 +144,24 @@ pub(crate) fn run_once(
             };
             (start, start)
         }
+        BootSource::Firmware { firmware, kernel } => {
+            crate::q35::build(
+                &mut platform,
+                &crate::q35::Q35Inputs {
+                    cfg,
+                    vm: &vm,
+                    mem: &mem,
+                    layout,
+                    control: &control,
+                    sci,
+                    firmware,
+                    kernel: kernel.as_ref(),
+                },
+            )?;
+            (VcpuStart::FirmwareReset, VcpuStart::WaitForSipi)
+        }
     };
+    let platform = Arc::new(platform);
 
     write_boot_tables(&mem, bsp)?;
     let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
@@ -232,8 +236,8 @@ pub(crate) fn run_once(
     Ok(Report {
         reason,
         vcpu_exits,
-        pio_unclaimed: buses.pio.unclaimed(),
-        mmio_unclaimed: buses.mmio.unclaimed(),
+        pio_unclaimed: platform.buses.pio.unclaimed(),
+        mmio_unclaimed: platform.buses.mmio.unclaimed(),
         serial_tail,
     })
 }
@@ -262,10 +266,35 @@ fn stop_vcpus(handles: &[std::thread::JoinHandle<u64>]) -> bool {
     }
 }
 
+/// The direct-boot platform's fixed parts: reset control at 0xCF9, the
+/// ACPI PM block at its default base, ACPI tables in the BIOS area (where
+/// Linux also finds them by scanning). Returns the RSDP address.
+fn legacy_platform(
+    platform: &Platform,
+    mem: &GuestMemoryMmap,
+    cpus: u32,
+    control: &Arc<dyn VmControl>,
+    sci: Arc<dyn devices::LevelIrqLine>,
+) -> Result<u64, Error> {
+    let buses = &platform.buses;
+    buses.pio.insert(
+        u64::from(devices::legacy::reset_control::PORT),
+        1,
+        Arc::new(Mutex::new(ResetControl::new(control.clone()))),
+    )?;
+    buses.pio.insert(
+        u64::from(acpi_pm::DEFAULT_PMBASE),
+        u64::from(acpi_pm::BLOCK_LEN),
+        Arc::new(Mutex::new(AcpiPm::new(control.clone(), Some(sci)))),
+    )?;
+    write_acpi(mem, cpus)
+}
+
 fn write_acpi(mem: &GuestMemoryMmap, cpus: u32) -> Result<u64, Error> {
     let cfg = firmware::acpi::AcpiConfig {
         cpu_count: cpus,
         cmos_rtc: true,
+        i8042: true,
         ..Default::default()
     };
     let tables = firmware::acpi::build(&cfg)?;
@@ -284,7 +313,9 @@ fn write_boot_tables(mem: &GuestMemoryMmap, start: VcpuStart) -> Result<(), Erro
     let data = match start {
         VcpuStart::Pvh { .. } => arch::regs::pvh_boot_data(),
         VcpuStart::Linux64 { .. } | VcpuStart::Long { .. } => arch::regs::long_mode_boot_data(),
-        VcpuStart::Real { .. } | VcpuStart::WaitForSipi => return Ok(()),
+        VcpuStart::Real { .. } | VcpuStart::WaitForSipi | VcpuStart::FirmwareReset => {
+            return Ok(());
+        }
     };
     for (addr, bytes) in data {
         mem.write_slice(&bytes, GuestAddress(addr))

@@ -1,17 +1,18 @@
-//! The i8042 keyboard controller, reduced to what a VM needs: its reset line.
+//! The i8042 keyboard controller with a keyboard that has no keys.
 //!
-//! Guests reboot by writing the "pulse output line" command 0xFE to the
-//! command port (0x64). Linux's `reboot=k` path first polls the status
-//! register until the input buffer is empty, so the input-buffer-full bit
-//! always reads clear.
+//! Firmware and kernels probe the controller and the keyboard behind it;
+//! both must get prompt, correct answers or they poll for seconds (Linux)
+//! or forever (OVMF's PS/2 driver drains the output buffer while the
+//! status says it is full). So the controller answers its command set
+//! (read/write the command byte, self-tests, port enables, output port)
+//! and the keyboard acknowledges every command (reset answers 0xAA, the
+//! identify command a standard MF2 keyboard's ID), but never sends a key.
+//! There is no mouse: the auxiliary port reports a failed interface test.
 //!
-//! Keyboards and mice are not emulated, and the FADT says there is no 8042.
-//! Some kernels probe the ports anyway; they first drain the output buffer
-//! and decide "no controller" when it never empties. So the status register
-//! reports output-buffer-full forever (0x01) and data reads return 0xff:
-//! the probe gives up after 16 reads instead of waiting a second or more
-//! for answers to its commands. Other commands are accepted and ignored.
+//! Guests reboot by pulsing the reset line: controller command 0xFE, or
+//! clearing bit 0 of the output port (command 0xD1).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::{BusDevice, Effects, VmControl, VmRequest};
@@ -23,45 +24,172 @@ pub const PORT_LEN: u16 = 5;
 
 const DATA: u64 = 0;
 const COMMAND: u64 = 4;
-const CMD_RESET_CPU: u8 = 0xfe;
-/// Status: output buffer full (bit 0); input buffer empty (bit 1 clear).
-const STATUS: u8 = 0x01;
 
-/// The i8042 reset line.
+// Status register bits.
+const STATUS_OBF: u8 = 1 << 0;
+const STATUS_SYS: u8 = 1 << 2;
+const STATUS_CMD: u8 = 1 << 3;
+const STATUS_UNLOCKED: u8 = 1 << 4;
+
+// Command byte (CTR) bits.
+const CTR_KBD_INT: u8 = 1 << 0;
+const CTR_SYS: u8 = 1 << 2;
+const CTR_KBD_DISABLE: u8 = 1 << 4;
+const CTR_AUX_DISABLE: u8 = 1 << 5;
+const CTR_XLATE: u8 = 1 << 6;
+
+/// Controller commands that take a data byte next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    None,
+    WriteCtr,
+    WriteOutputPort,
+    WriteToAux,
+    KeyboardArg,
+}
+
+/// The controller.
 pub struct I8042 {
     control: Arc<dyn VmControl>,
+    ctr: u8,
+    output: VecDeque<u8>,
+    last_was_command: bool,
+    pending: Pending,
+    output_port: u8,
 }
 
 impl std::fmt::Debug for I8042 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("I8042").finish_non_exhaustive()
+        f.debug_struct("I8042")
+            .field("ctr", &self.ctr)
+            .field("queued", &self.output.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl I8042 {
     /// A controller whose reset line goes to `control`.
     pub fn new(control: Arc<dyn VmControl>) -> Self {
-        Self { control }
+        Self {
+            control,
+            ctr: CTR_KBD_INT | CTR_SYS | CTR_XLATE | CTR_AUX_DISABLE,
+            output: VecDeque::new(),
+            last_was_command: false,
+            pending: Pending::None,
+            output_port: 0x03,
+        }
+    }
+
+    fn status(&self) -> u8 {
+        let mut s = STATUS_UNLOCKED;
+        if !self.output.is_empty() {
+            s |= STATUS_OBF;
+        }
+        if self.ctr & CTR_SYS != 0 {
+            s |= STATUS_SYS;
+        }
+        if self.last_was_command {
+            s |= STATUS_CMD;
+        }
+        s
+    }
+
+    fn reply(&mut self, bytes: &[u8]) {
+        // A real controller holds one byte; a short queue keeps multi-byte
+        // answers (reset, identify) in order without losing any.
+        for &b in bytes {
+            if self.output.len() < 16 {
+                self.output.push_back(b);
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: u8) {
+        self.last_was_command = true;
+        match cmd {
+            0x20 => {
+                let ctr = self.ctr;
+                self.reply(&[ctr]);
+            }
+            0x60 => self.pending = Pending::WriteCtr,
+            0xa7 => self.ctr |= CTR_AUX_DISABLE,
+            0xa8 => self.ctr &= !CTR_AUX_DISABLE,
+            // Auxiliary interface test: 0xFF, no mouse port.
+            0xa9 => self.reply(&[0xff]),
+            // Controller self-test passed.
+            0xaa => self.reply(&[0x55]),
+            // Keyboard interface test passed.
+            0xab => self.reply(&[0x00]),
+            0xad => self.ctr |= CTR_KBD_DISABLE,
+            0xae => self.ctr &= !CTR_KBD_DISABLE,
+            // Read input port / output port.
+            0xc0 => self.reply(&[0x80]),
+            0xd0 => {
+                let p = self.output_port;
+                self.reply(&[p]);
+            }
+            0xd1 => self.pending = Pending::WriteOutputPort,
+            0xd4 => self.pending = Pending::WriteToAux,
+            // Pulse output lines: bit 0 low is the CPU reset line.
+            0xf0..=0xff if cmd & 1 == 0 => self.control.request(VmRequest::Reset),
+            _ => {}
+        }
+    }
+
+    fn data(&mut self, value: u8) {
+        self.last_was_command = false;
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::WriteCtr => self.ctr = value,
+            Pending::WriteOutputPort => {
+                self.output_port = value;
+                if value & 1 == 0 {
+                    self.control.request(VmRequest::Reset);
+                }
+            }
+            // Nothing is on the auxiliary port: the byte is lost.
+            Pending::WriteToAux => {}
+            // Argument of a keyboard command (LEDs, typematic rate, scan set).
+            Pending::KeyboardArg => self.reply(&[0xfa]),
+            Pending::None => self.keyboard(value),
+        }
+    }
+
+    /// A byte for the keyboard.
+    fn keyboard(&mut self, cmd: u8) {
+        match cmd {
+            // Reset: ACK, then self-test passed.
+            0xff => self.reply(&[0xfa, 0xaa]),
+            // Identify: MF2 keyboard (translated).
+            0xf2 => self.reply(&[0xfa, 0xab, 0x83]),
+            // Echo.
+            0xee => self.reply(&[0xee]),
+            // Set LEDs, typematic rate, scan code set: ACK, then the argument.
+            0xed | 0xf3 | 0xf0 => {
+                self.reply(&[0xfa]);
+                self.pending = Pending::KeyboardArg;
+            }
+            _ => self.reply(&[0xfa]),
+        }
     }
 }
 
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
         match offset {
-            DATA => data.fill(0xff),
-            COMMAND => {
-                data.fill(0xff);
-                data[0] = STATUS;
-            }
+            DATA => data[0] = self.output.pop_front().unwrap_or(0),
+            COMMAND => data[0] = self.status(),
             // 0x61..0x63 are not ours (0x61 is the PIT/speaker port in
             // KVM's in-kernel PIT); behave like an open bus.
-            _ => data.fill(0xff),
+            _ => {}
         }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
-        if offset == COMMAND && data.first() == Some(&CMD_RESET_CPU) {
-            self.control.request(VmRequest::Reset);
+        match (offset, data.first()) {
+            (DATA, Some(&v)) => self.data(v),
+            (COMMAND, Some(&v)) => self.command(v),
+            _ => {}
         }
         Effects::none()
     }
@@ -72,22 +200,102 @@ mod tests {
     use super::*;
     use crate::test_util::RecordingControl;
 
-    #[test]
-    fn pulse_reset_line() {
+    fn dev() -> (I8042, Arc<RecordingControl>) {
         let ctl = Arc::new(RecordingControl::default());
-        let mut dev = I8042::new(ctl.clone());
-        let mut status = [0u8];
-        dev.read(COMMAND, &mut status);
-        assert_eq!(status[0] & 0x02, 0, "input buffer must read empty");
-        assert_eq!(
-            status[0] & 0x01,
-            0x01,
-            "output never drains: probes see no controller"
-        );
-        assert!(dev.write(COMMAND, &[0xd1]).is_empty());
-        assert!(dev.write(DATA, &[0xfe]).is_empty());
-        assert!(ctl.taken().is_empty(), "only command 0xFE resets");
-        assert!(dev.write(COMMAND, &[0xfe]).is_empty());
+        (I8042::new(ctl.clone()), ctl)
+    }
+
+    fn status(d: &mut I8042) -> u8 {
+        let mut b = [0u8];
+        d.read(COMMAND, &mut b);
+        b[0]
+    }
+
+    fn drain(d: &mut I8042) -> Vec<u8> {
+        let mut out = Vec::new();
+        while status(d) & STATUS_OBF != 0 {
+            let mut b = [0u8];
+            d.read(DATA, &mut b);
+            out.push(b[0]);
+            assert!(out.len() < 64, "output never drains");
+        }
+        out
+    }
+
+    fn cmd(d: &mut I8042, c: u8) {
+        assert!(d.write(COMMAND, &[c]).is_empty());
+    }
+
+    fn data(d: &mut I8042, v: u8) {
+        assert!(d.write(DATA, &[v]).is_empty());
+    }
+
+    #[test]
+    fn output_buffer_drains_and_input_is_never_full() {
+        let (mut d, _) = dev();
+        assert_eq!(drain(&mut d), Vec::<u8>::new());
+        assert_eq!(status(&mut d) & 0x02, 0, "input buffer always empty");
+    }
+
+    #[test]
+    fn controller_probe_as_linux_does_it() {
+        let (mut d, _) = dev();
+        cmd(&mut d, 0x20);
+        let ctr = drain(&mut d);
+        assert_eq!(ctr.len(), 1);
+        cmd(&mut d, 0x60);
+        data(&mut d, ctr[0] & !CTR_KBD_INT);
+        cmd(&mut d, 0x20);
+        assert_eq!(drain(&mut d), vec![ctr[0] & !CTR_KBD_INT]);
+        cmd(&mut d, 0xaa);
+        assert_eq!(drain(&mut d), vec![0x55]);
+        cmd(&mut d, 0xab);
+        assert_eq!(drain(&mut d), vec![0x00]);
+        cmd(&mut d, 0xa9);
+        assert_eq!(drain(&mut d), vec![0xff], "no mouse port");
+    }
+
+    #[test]
+    fn keyboard_acknowledges_and_identifies() {
+        let (mut d, _) = dev();
+        data(&mut d, 0xff);
+        assert_eq!(drain(&mut d), vec![0xfa, 0xaa]);
+        data(&mut d, 0xf2);
+        assert_eq!(drain(&mut d), vec![0xfa, 0xab, 0x83]);
+        data(&mut d, 0xed);
+        assert_eq!(drain(&mut d), vec![0xfa]);
+        data(&mut d, 0x07);
+        assert_eq!(drain(&mut d), vec![0xfa], "LED argument acknowledged");
+        data(&mut d, 0xf4);
+        assert_eq!(drain(&mut d), vec![0xfa]);
+    }
+
+    #[test]
+    fn reset_line() {
+        let (mut d, ctl) = dev();
+        cmd(&mut d, 0xd1);
+        data(&mut d, 0x03);
+        assert!(ctl.taken().is_empty(), "bit 0 set: no reset");
+        cmd(&mut d, 0xfe);
         assert_eq!(ctl.taken(), vec![VmRequest::Reset]);
+        cmd(&mut d, 0xd1);
+        data(&mut d, 0x02);
+        assert_eq!(ctl.taken(), vec![VmRequest::Reset]);
+        cmd(&mut d, 0xff);
+        assert!(ctl.taken().is_empty(), "0xFF pulses no line");
+    }
+
+    #[test]
+    fn odd_offsets_and_widths() {
+        let (mut d, _) = dev();
+        let mut wide = [0u8; 4];
+        d.read(2, &mut wide);
+        assert_eq!(wide, [0xff; 4]);
+        assert!(d.write(3, &[1, 2, 3]).is_empty());
+        assert!(d.write(DATA, &[]).is_empty());
+        for _ in 0..100 {
+            data(&mut d, 0xff);
+        }
+        assert!(drain(&mut d).len() <= 16);
     }
 }

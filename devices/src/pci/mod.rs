@@ -8,6 +8,18 @@
 
 use std::fmt;
 
+pub mod alloc;
+pub mod config;
+pub mod msi;
+pub mod msix;
+pub mod root;
+
+pub use alloc::{AllocError, BarAllocator};
+pub use config::{BarInfo, ConfigError, PciConfiguration, Type0Header};
+pub use msi::{InterruptUpdate, MsiCapability, MsiError};
+pub use msix::{MsixCapability, MsixEntry, MsixError};
+pub use root::{PciBarRegion, PciConfigIo, PciConfigMmio, PciRoot, RootError, SharedPciDevice};
+
 /// A PCI function address on segment 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bdf {

@@ -1,10 +1,12 @@
 //! DSDT: the AML namespace.
 //!
-//! Today it holds `\_S5_` (so Linux can power off through PM1a_CNT), one
-//! `\_SB_.COMn` device per serial port and, when the machine has a CMOS
-//! RTC, `\_SB_.RTC_` (so Linux's `rtc_cmos` binds through PNP). The Q35
-//! work adds `\_SB_.PCI0` and the LPC bridge here (the RTC may then move
-//! under the LPC bridge, as in QEMU's q35 DSDT).
+//! It holds `\_S5_` (so Linux can power off through PM1a_CNT), one
+//! `COMn` device per serial port and, when the machine has a CMOS RTC,
+//! `RTC_` (so Linux's `rtc_cmos` binds through PNP).
+//!
+//! Without PCI the devices sit directly in `\_SB_`. With PCI (Q35) `\_SB_`
+//! holds `PCI0` instead (see [`super::pci`]), and the devices sit under its
+//! LPC bridge, `\_SB_.PCI0.LPC_`, as in QEMU's q35 DSDT.
 
 use acpi_tables::aml::{EISAName, IO, Method, Name, Package, Path, ResourceTemplate, Return};
 use acpi_tables::sdt::Sdt;
@@ -100,9 +102,14 @@ pub fn rtc_device_aml() -> Vec<u8> {
     aml
 }
 
-/// The `\_SB_` scope with the devices described by `cfg`: the serial
-/// ports, then the RTC if `cfg.cmos_rtc`.
+/// The `\_SB_` scope with the devices described by `cfg`: without PCI the
+/// serial ports, then the RTC if `cfg.cmos_rtc`; with PCI the host bridge
+/// `PCI0`, which holds them under its LPC bridge.
 pub fn system_bus_aml(cfg: &AcpiConfig) -> Vec<u8> {
+    if let Some(pci) = &cfg.pci {
+        let pci0 = super::pci::pci0_aml(cfg, pci);
+        return acpi_tables::aml::Scope::raw(Path::new("\\_SB_"), pci0);
+    }
     let mut children = Vec::new();
     for (index, port) in cfg.serial_ports.iter().enumerate() {
         children.extend_from_slice(&serial_device_aml(index, port));
@@ -121,7 +128,8 @@ pub fn dsdt_body(cfg: &AcpiConfig) -> Vec<u8> {
 }
 
 /// Builds the DSDT. `cfg` must have been validated (serial IRQs below 16,
-/// at most 9 serial ports). The checksum is left for the back-ends.
+/// at most 9 serial ports, a valid `pci`). The checksum is left for the
+/// back-ends.
 pub fn build_dsdt(cfg: &AcpiConfig) -> Vec<u8> {
     let mut dsdt = Sdt::new(
         *b"DSDT",

@@ -3,6 +3,13 @@
 //! The FADT describes a full (not hardware-reduced) ACPI platform with an
 //! ICH9-style PM block in I/O space, so that Linux can power off through
 //! PM1a_CNT.SLP_EN and reset through the reset register.
+//!
+//! The Q35 machine (`cfg.pci` set) differs from the direct-boot one the way
+//! QEMU's q35 FADT does where it matters to the OS: CENTURY names the CMOS
+//! century register (0x32) when there is an RTC, and IAPC_BOOT_ARCH says
+//! "VGA not present" only when no VGA device exists. Everything else (PM
+//! blocks, reset register 0xcf9 = 6, no SMI_CMD so ACPI mode is always on,
+//! flags) is shared.
 
 use acpi_tables::facs::FACS;
 use acpi_tables::fadt::{FADTBuilder, Flags};
@@ -37,6 +44,9 @@ pub const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 /// IAPC_BOOT_ARCH bit 5: the CMOS RTC is not present.
 pub const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 
+/// The CMOS register holding the century (BCD), as in QEMU's `RTC_CENTURY`.
+pub const CMOS_CENTURY_REG: u8 = 0x32;
+
 /// P_LVL2_LAT value meaning "C2 not supported".
 const P_LVL2_LAT_UNSUPPORTED: u16 = 0x0fff;
 /// P_LVL3_LAT value meaning "C3 not supported".
@@ -62,9 +72,14 @@ fn io_gas(port: u16, len: u8, access: AccessSize) -> GAS {
     )
 }
 
-/// The IAPC_BOOT_ARCH flags for `cfg`.
+/// The IAPC_BOOT_ARCH flags for `cfg`: legacy devices; the 8042 per
+/// `cfg.i8042`; "CMOS RTC not present" unless `cfg.cmos_rtc`; "VGA not
+/// present" without PCI or when `cfg.pci` says there is no VGA.
 pub fn iapc_boot_arch(cfg: &AcpiConfig) -> u16 {
-    let mut arch = IAPC_LEGACY_DEVICES | IAPC_VGA_NOT_PRESENT;
+    let mut arch = IAPC_LEGACY_DEVICES;
+    if !cfg.pci.as_ref().is_some_and(|pci| pci.vga) {
+        arch |= IAPC_VGA_NOT_PRESENT;
+    }
     if cfg.i8042 {
         arch |= IAPC_8042;
     }
@@ -105,6 +120,9 @@ pub fn build_fadt(cfg: &AcpiConfig) -> Vec<u8> {
     f.p_lvl2_lat = P_LVL2_LAT_UNSUPPORTED.into();
     f.p_lvl3_lat = P_LVL3_LAT_UNSUPPORTED.into();
     f.iapc_boot_arch = iapc_boot_arch(cfg).into();
+    if cfg.pci.is_some() && cfg.cmos_rtc {
+        f.century = CMOS_CENTURY_REG;
+    }
     f.reset_reg = io_gas(cfg.reset.port, 1, AccessSize::ByteAccess);
     f.reset_value = cfg.reset.value;
     // Access size "undefined" (legacy) for the PM blocks, as QEMU does: ACPICA

@@ -1,4 +1,5 @@
-//! ACPI tables for an x86 guest: RSDP, XSDT, FADT, FACS, DSDT and MADT.
+//! ACPI tables for an x86 guest: RSDP, XSDT, FADT, FACS, DSDT, MADT and,
+//! on the Q35 machine, MCFG.
 //!
 //! [`build`] turns an [`AcpiConfig`] into an [`AcpiTables`] model: one byte
 //! blob per table plus the pointer fix-ups and checksums between them (see
@@ -12,12 +13,27 @@
 //! The platform described is a full (not hardware-reduced) ACPI PC: local
 //! APICs, one I/O APIC, 8259 PICs (PCAT_COMPAT), an ICH9-style PM block in
 //! I/O space, reset through port 0xcf9, and 16550 serial ports.
+//!
+//! One [`AcpiConfig`] describes either machine:
+//!
+//! * `pci: None`: the direct-boot machine without PCI. The serial ports and
+//!   the RTC sit directly in `\_SB_`.
+//! * `pci: Some(`[`PciHostConfig`]`)`: the Q35 machine. The DSDT gains
+//!   `\_SB_.PCI0` (see [`pci`]) with the ISA devices moved under its LPC
+//!   bridge `\_SB_.PCI0.LPC_`, the XSDT lists an MCFG, and the FADT
+//!   announces the RTC century register and VGA per the config. Build the
+//!   tables once the firmware has programmed PCIEXBAR and the BARs (for
+//!   OVMF: on the guest's first fw_cfg read of the ACPI files), so that the
+//!   ECAM address and the windows are the ones the guest chose.
 
 mod dsdt;
 mod fadt;
 #[cfg(test)]
 mod iasl_tests;
 mod madt;
+mod mcfg;
+pub mod pci;
+pub mod table_loader;
 pub mod tables;
 
 pub use dsdt::{IrqNoFlags, dsdt_body, s5_aml, serial_device_aml, system_bus_aml};
@@ -28,6 +44,8 @@ pub use fadt::{
 pub use madt::{
     ALL_PROCESSORS_UID, InterruptSourceOverride, LocalApicNmi, MPS_INTI_ACTIVE_HIGH, MPS_INTI_LEVEL,
 };
+pub use mcfg::{MCFG_LEN, MCFG_REVISION, build_mcfg};
+pub use pci::{IoWindow, MmioWindow, PciHostConfig, pci_intx_gsi, pci_intx_pirq};
 pub use tables::{
     AcpiTables, PlacedTable, PlacedTables, PointerWidth, TableBlob, TableChecksum, TableId,
     TablePointer, Zone,
@@ -178,6 +196,54 @@ pub enum AcpiError {
     /// The model has no RSDP, so there is no address to hand to the guest.
     #[error("no RSDP among the tables")]
     NoRsdp,
+    /// The PCI host bridge must decode 1..=256 buses.
+    #[error("PCI bus count {0} is out of range 1..=256")]
+    InvalidBusCount(u16),
+    /// The ECAM area must be 1 MiB aligned and end inside the address space.
+    #[error("ECAM at {base:#x} for {bus_count} buses is misaligned or overflows")]
+    InvalidEcam {
+        /// ECAM base address.
+        base: u64,
+        /// Number of buses.
+        bus_count: u16,
+    },
+    /// A PCI I/O window is empty, overlaps the config ports 0xcf8..=0xcff
+    /// or overlaps another I/O window.
+    #[error(
+        "PCI I/O window {first:#x}..={last:#x} is empty or overlaps 0xcf8..=0xcff or another window"
+    )]
+    InvalidIoWindow {
+        /// First port.
+        first: u16,
+        /// Last port.
+        last: u16,
+    },
+    /// An MMIO window is empty, wraps, or lies on the wrong side of 4 GiB.
+    #[error("{name} window at {base:#x} with size {size:#x} is invalid")]
+    InvalidMmioWindow {
+        /// Which window.
+        name: &'static str,
+        /// Its base address.
+        base: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// Two address ranges of the PCI host bridge overlap.
+    #[error("the {a} and {b} ranges overlap")]
+    WindowOverlap {
+        /// The first range.
+        a: &'static str,
+        /// The second range.
+        b: &'static str,
+    },
+    /// A PIRQ line is routed to an ISA IRQ (GSI below 16).
+    #[error("PIRQ{} is routed to GSI {gsi}, which is an ISA IRQ", (b'A' + *pirq as u8) as char)]
+    InvalidPirqGsi {
+        /// PIRQ line, 0..=7 for A..H.
+        pirq: usize,
+        /// The GSI given.
+        gsi: u32,
+    },
 }
 
 /// I/O ports of the ACPI PM block (ICH9 layout at PMBASE 0x600 by default).
@@ -266,6 +332,9 @@ pub struct AcpiConfig {
     pub serial_ports: Vec<SerialPort>,
     /// OEM id in every table header.
     pub oem_id: [u8; 6],
+    /// The PCI Express host bridge of the Q35 machine; `None` for the
+    /// direct-boot machine without PCI.
+    pub pci: Option<PciHostConfig>,
 }
 
 impl Default for AcpiConfig {
@@ -273,6 +342,7 @@ impl Default for AcpiConfig {
     /// at 0x600, SCI IRQ 9, reset 0x06 to port 0xcf9, COM1, OEM `TESSRA`.
     /// No 8042 and no CMOS RTC: the direct-boot machine emulates neither
     /// (its i8042 is only a reset line). Set them when the devices exist.
+    /// No PCI.
     fn default() -> Self {
         Self {
             cpu_count: 1,
@@ -286,6 +356,7 @@ impl Default for AcpiConfig {
             cmos_rtc: false,
             serial_ports: vec![SerialPort::COM1],
             oem_id: *b"TESSRA",
+            pci: None,
         }
     }
 }
@@ -331,6 +402,23 @@ impl AcpiConfig {
         if pm.gpe0_len != 0 {
             check_io_block("GPE0", pm.gpe0, pm.gpe0_len)?;
         }
+        if let Some(pci) = &self.pci {
+            pci.validate()?;
+            // The interrupt controllers' 4 KiB pages must stay out of the
+            // PCI host bridge's ranges.
+            let mmio32 = ("32-bit MMIO", pci.mmio32.base, pci.mmio32.last());
+            let ecam_last = pci.ecam_base + (pci.ecam_size() - 1);
+            let ecam = ("ECAM", pci.ecam_base, ecam_last);
+            let ioapic = ("I/O APIC", u64::from(self.ioapic_addr), 0xfff);
+            let lapic = ("local APIC", u64::from(self.lapic_addr), 0xfff);
+            for (a, first, last) in [mmio32, ecam] {
+                for (b, base, len) in [ioapic, lapic] {
+                    if base <= last && first <= base + len {
+                        return Err(AcpiError::WindowOverlap { a, b });
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -363,9 +451,10 @@ fn build_xsdt(cfg: &AcpiConfig, entries: usize) -> Vec<u8> {
 /// Builds the ACPI tables for `cfg`.
 ///
 /// Table order (also the order in guest memory after
-/// [`AcpiTables::place_at`]): RSDP, FACP, FACS, DSDT, APIC, XSDT. The XSDT
-/// lists FACP and APIC; the FADT points at the FACS and the DSDT through
-/// both its 32-bit and 64-bit fields.
+/// [`AcpiTables::place_at`]): RSDP, FACP, FACS, DSDT, APIC, then MCFG if
+/// `cfg.pci` is set, then XSDT. The XSDT lists FACP, APIC and MCFG; the
+/// FADT points at the FACS and the DSDT through both its 32-bit and 64-bit
+/// fields.
 pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
     cfg.validate()?;
     let mut t = AcpiTables::new();
@@ -375,8 +464,15 @@ pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
     let facs = t.add_table(*b"FACS", Zone::High, FACS_ALIGN, fadt::build_facs())?;
     let dsdt = t.add_table(*b"DSDT", Zone::High, TABLE_ALIGN, dsdt::build_dsdt(cfg))?;
     let madt = t.add_table(*b"APIC", Zone::High, TABLE_ALIGN, madt::build_madt(cfg))?;
-    // Tables reachable from the XSDT, in XSDT order (MCFG etc. go here).
-    let xsdt_entries = [fadt, madt];
+    let mcfg = match &cfg.pci {
+        Some(pci) => {
+            let blob = mcfg::build_mcfg(cfg, pci);
+            Some(t.add_table(*b"MCFG", Zone::High, TABLE_ALIGN, blob)?)
+        }
+        None => None,
+    };
+    // Tables reachable from the XSDT, in XSDT order.
+    let xsdt_entries: Vec<TableId> = [fadt, madt].into_iter().chain(mcfg).collect();
     let xsdt_blob = build_xsdt(cfg, xsdt_entries.len());
     let xsdt = t.add_table(*b"XSDT", Zone::High, TABLE_ALIGN, xsdt_blob)?;
 
@@ -389,7 +485,7 @@ pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
     t.add_pointer(fadt, X_FIRMWARE_CTRL_OFFSET, PointerWidth::Qword, facs)?;
     t.add_pointer(fadt, X_DSDT_OFFSET, PointerWidth::Qword, dsdt)?;
 
-    for table in [fadt, dsdt, madt, xsdt] {
+    for table in [fadt, dsdt, madt].into_iter().chain(mcfg).chain([xsdt]) {
         t.add_sdt_checksum(table)?;
     }
     // The 20-byte (ACPI 1.0) checksum first: the extended one covers it.
@@ -620,5 +716,174 @@ mod tests {
         cfg.pm.pm_tmr = 0;
         cfg.pm.gpe0_len = 0;
         assert!(build(&cfg).is_ok());
+    }
+
+    /// FNV-1a, to pin the direct-boot output without storing it.
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    #[test]
+    fn direct_boot_tables_are_unchanged() {
+        // Digests of the placed tables from before PCI support existed: the
+        // machine without PCI must keep getting exactly these bytes.
+        let cases = [
+            (AcpiConfig::default(), 644, 0x7c20_d9ed_0674_8914),
+            (
+                AcpiConfig {
+                    cpu_count: 4,
+                    serial_ports: vec![SerialPort::COM1, SerialPort { io: 0x2f8, irq: 3 }],
+                    cmos_rtc: true,
+                    ..AcpiConfig::default()
+                },
+                764,
+                0xa7ec_7e1f_1fd7_cafe,
+            ),
+            (
+                AcpiConfig {
+                    cpu_count: 255,
+                    i8042: true,
+                    cmos_rtc: true,
+                    sci_irq: 10,
+                    ..AcpiConfig::default()
+                },
+                2716,
+                0x29d0_d17f_c838_1346,
+            ),
+        ];
+        for (cfg, len, digest) in cases {
+            let p = placed(&cfg);
+            assert_eq!(p.bytes.len(), len);
+            assert_eq!(fnv1a(&p.bytes), digest, "{cfg:?}");
+        }
+    }
+
+    /// The Q35 machine as Debian 12's OVMF (edk2-stable202211) sets it up:
+    /// ECAM at 0xb0000000, 32-bit window 0xc0000000..0xfc000000.
+    fn q35(cpu_count: u32) -> AcpiConfig {
+        let mut pci = PciHostConfig::q35(
+            0xb000_0000,
+            MmioWindow {
+                base: 0xc000_0000,
+                size: 0x3c00_0000,
+            },
+        );
+        pci.mmio64 = Some(MmioWindow {
+            base: 0x8_0000_0000,
+            size: 0x8_0000_0000,
+        });
+        AcpiConfig {
+            cpu_count,
+            cmos_rtc: true,
+            i8042: true,
+            serial_ports: vec![SerialPort::COM1, SerialPort { io: 0x2f8, irq: 3 }],
+            pci: Some(pci),
+            ..AcpiConfig::default()
+        }
+    }
+
+    #[test]
+    fn q35_tables() {
+        let t = build(&q35(2)).unwrap();
+        let names: Vec<[u8; 4]> = vec![
+            *b"RSDP", *b"FACP", *b"FACS", *b"DSDT", *b"APIC", *b"MCFG", *b"XSDT",
+        ];
+        assert_eq!(t.signatures(), names);
+        assert_eq!(t.pointers().len(), 1 + 3 + 4);
+        assert_eq!(t.checksums().len(), 5 + 2);
+
+        let p = t.place_at(BASE, LIMIT).unwrap();
+        for (i, t) in p.tables.iter().enumerate() {
+            let b = p.table_bytes(i).unwrap();
+            match &t.name {
+                b"FACS" => {}
+                b"RSDP" => assert_eq!((sum(&b[..20]), sum(b)), (0, 0)),
+                name => assert_eq!(sum(b), 0, "{}", tables::sig_str(name)),
+            }
+        }
+        let xsdt = at(&p, u64_at(at(&p, p.rsdp_addr), 24));
+        assert_eq!(u32_at(xsdt, 4), 36 + 24);
+        let mcfg = at(&p, u64_at(xsdt, 36 + 16));
+        assert_eq!(&mcfg[..4], b"MCFG");
+        assert_eq!(mcfg.len(), MCFG_LEN);
+        assert_eq!(u64_at(mcfg, 44), 0xb000_0000);
+        assert_eq!(&mcfg[54..56], &[0, 255]);
+
+        let fadt = p.find(b"FACP").unwrap();
+        assert_eq!(fadt[108], 0x32, "CENTURY");
+        assert_eq!(
+            u16::from_le_bytes([fadt[109], fadt[110]]),
+            0b111,
+            "IAPC_BOOT_ARCH"
+        );
+        assert_eq!(u32_at(fadt, 64), 0x604, "PM1a_CNT_BLK");
+        assert_eq!(u32_at(fadt, 76), 0x608, "PM_TMR_BLK");
+        assert_eq!(u32_at(fadt, 80), 0x620, "GPE0_BLK");
+        assert_eq!(fadt[92], 16, "GPE0_BLK_LEN");
+        assert_eq!(u64_at(fadt, 120), 0xcf9);
+        assert_eq!(fadt[128], 6, "RESET_VALUE");
+
+        let dsdt = p.find(b"DSDT").unwrap();
+        let has = |n: &[u8]| dsdt.windows(n.len()).any(|w| w == n);
+        assert!(has(b"PCI0") && has(b"LPC_") && has(b"_PRT") && has(b"DRAC"));
+        assert!(has(&s5_aml()));
+        // The RTC and the COM ports moved under LPC_: none directly in \_SB_.
+        let sb = dsdt::system_bus_aml(&q35(2));
+        assert_eq!(&dsdt[36 + s5_aml().len()..], &sb[..]);
+        assert_eq!(&dsdt[36..36 + s5_aml().len()], &s5_aml()[..]);
+    }
+
+    #[test]
+    fn q35_fadt_vga_and_century_follow_config() {
+        let mut cfg = q35(1);
+        cfg.cmos_rtc = false;
+        cfg.i8042 = false;
+        let f = fadt::build_fadt(&cfg);
+        assert_eq!(f[108], 0, "no RTC, no CENTURY");
+        assert_eq!(u16::from_le_bytes([f[109], f[110]]), 0b10_0101);
+        cfg.pci.as_mut().unwrap().vga = true;
+        assert_eq!(iapc_boot_arch(&cfg), 0b10_0001);
+        // Without PCI the same config keeps the direct-boot values.
+        cfg.pci = None;
+        cfg.cmos_rtc = true;
+        assert_eq!(fadt::build_fadt(&cfg)[108], 0);
+        assert_eq!(iapc_boot_arch(&cfg), 0b101);
+    }
+
+    #[test]
+    fn q35_invalid_pci_is_rejected() {
+        let mut cfg = q35(1);
+        cfg.pci.as_mut().unwrap().bus_count = 0;
+        assert_eq!(build(&cfg), Err(AcpiError::InvalidBusCount(0)));
+        let mut cfg = q35(1);
+        cfg.pci.as_mut().unwrap().pirq_gsis[7] = 9;
+        let err = build(&cfg).unwrap_err();
+        assert_eq!(err, AcpiError::InvalidPirqGsi { pirq: 7, gsi: 9 });
+        assert_eq!(
+            err.to_string(),
+            "PIRQH is routed to GSI 9, which is an ISA IRQ"
+        );
+        let mut cfg = q35(1);
+        cfg.pci.as_mut().unwrap().mmio32.size = 0x3ec0_0001;
+        assert_eq!(
+            build(&cfg),
+            Err(AcpiError::WindowOverlap {
+                a: "32-bit MMIO",
+                b: "I/O APIC"
+            })
+        );
+        cfg.pci.as_mut().unwrap().mmio32.size = 0x3ec0_0000;
+        assert!(build(&cfg).is_ok(), "up to the I/O APIC page");
+        let mut cfg = q35(1);
+        cfg.lapic_addr = 0xb000_0000;
+        assert_eq!(
+            build(&cfg),
+            Err(AcpiError::WindowOverlap {
+                a: "ECAM",
+                b: "local APIC"
+            })
+        );
     }
 }

@@ -1,0 +1,561 @@
+//! Contents of the fw_cfg items and files OVMF reads on a Q35 machine.
+//!
+//! The device itself is `devices::legacy::fw_cfg::FwCfg`; this module only
+//! builds bytes. The item keys are repeated here (this crate does not
+//! depend on `devices`); they are QEMU's `FW_CFG_*` numbers, fixed by the
+//! fw_cfg ABI.
+//!
+//! What a VMM adds for an OVMF boot:
+//!
+//! | key / file | contents |
+//! |---|---|
+//! | [`FW_CFG_NB_CPUS`], [`FW_CFG_MAX_CPUS`] | [`cpu_count_item`] |
+//! | [`E820_FILE`] | [`e820_file`] |
+//! | `etc/acpi/rsdp`, `etc/acpi/tables`, `etc/table-loader` | `acpi::table_loader`, from one generator |
+//! | [`BOOTORDER_FILE`] (optional) | [`bootorder`] |
+//! | [`PCI_MMIO64_MB_FILE`] (optional) | [`pci_mmio64_mb`] |
+//! | kernel items (optional) | [`KernelItems::items`] |
+
+use arch::MemoryLayout;
+use arch::e820::{firmware_map, to_bytes};
+
+/// Key of the boot CPU count (u16).
+pub const FW_CFG_NB_CPUS: u16 = 0x05;
+/// Key of the kernel load address (u32).
+pub const FW_CFG_KERNEL_ADDR: u16 = 0x07;
+/// Key of the kernel size without setup (u32).
+pub const FW_CFG_KERNEL_SIZE: u16 = 0x08;
+/// Key of the initrd load address (u32).
+pub const FW_CFG_INITRD_ADDR: u16 = 0x0a;
+/// Key of the initrd size (u32).
+pub const FW_CFG_INITRD_SIZE: u16 = 0x0b;
+/// Key of the possible CPU count (u16).
+pub const FW_CFG_MAX_CPUS: u16 = 0x0f;
+/// Key of the kernel bytes after the setup sectors.
+pub const FW_CFG_KERNEL_DATA: u16 = 0x11;
+/// Key of the initrd bytes.
+pub const FW_CFG_INITRD_DATA: u16 = 0x12;
+/// Key of the command-line address (u32).
+pub const FW_CFG_CMDLINE_ADDR: u16 = 0x13;
+/// Key of the command-line size, NUL included (u32).
+pub const FW_CFG_CMDLINE_SIZE: u16 = 0x14;
+/// Key of the NUL-terminated command line.
+pub const FW_CFG_CMDLINE_DATA: u16 = 0x15;
+/// Key of the setup code address (u32).
+pub const FW_CFG_SETUP_ADDR: u16 = 0x16;
+/// Key of the setup size (u32).
+pub const FW_CFG_SETUP_SIZE: u16 = 0x17;
+/// Key of the setup bytes (boot sector + setup sectors, header patched).
+pub const FW_CFG_SETUP_DATA: u16 = 0x18;
+
+/// File with the RAM map ([`e820_file`]).
+pub const E820_FILE: &str = "etc/e820";
+/// File with the boot order ([`bootorder`]).
+pub const BOOTORDER_FILE: &str = "bootorder";
+/// File with the size of OVMF's 64-bit PCI MMIO window ([`pci_mmio64_mb`]).
+pub const PCI_MMIO64_MB_FILE: &str = "opt/ovmf/X-PciMmio64Mb";
+
+/// Where QEMU puts the setup code of a modern bzImage (`real_addr`).
+pub const SETUP_ADDR: u32 = 0x1_0000;
+/// Where QEMU puts the command line (`cmdline_addr`).
+pub const CMDLINE_ADDR: u32 = 0x2_0000;
+/// Where QEMU puts the protected-mode kernel (`prot_addr`).
+pub const KERNEL_ADDR: u32 = 0x10_0000;
+/// Memory QEMU keeps free for firmware data at the top of low RAM when it
+/// places the initrd (`pcmc->acpi_data_size` on PC machines).
+pub const ACPI_DATA_SIZE: u64 = 0x2_0000 + 0x8000;
+/// `type_of_loader` QEMU writes: 0xB (QEMU), revision 0.
+pub const LOADER_TYPE_QEMU: u8 = 0xb0;
+
+// Linux boot protocol (Documentation/arch/x86/boot.rst) offsets.
+const HDR_SETUP_SECTS: usize = 0x1f1;
+const HDR_MAGIC: usize = 0x202;
+const HDR_VERSION: usize = 0x206;
+const HDR_TYPE_OF_LOADER: usize = 0x210;
+const HDR_LOADFLAGS: usize = 0x211;
+const HDR_RAMDISK_IMAGE: usize = 0x218;
+const HDR_RAMDISK_SIZE: usize = 0x21c;
+const HDR_HEAP_END_PTR: usize = 0x224;
+const HDR_CMD_LINE_PTR: usize = 0x228;
+const HDR_INITRD_ADDR_MAX: usize = 0x22c;
+const HDR_XLOADFLAGS: usize = 0x236;
+/// End of the fields read here.
+const HDR_END: usize = 0x238;
+/// "HdrS".
+const HDR_MAGIC_VALUE: u32 = 0x5372_6448;
+const LOADED_HIGH: u8 = 0x01;
+const CAN_USE_HEAP: u8 = 0x80;
+const XLF_CAN_BE_LOADED_ABOVE_4G: u16 = 1 << 1;
+const SECTOR: usize = 512;
+
+/// Errors from building kernel items.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FwCfgContentError {
+    /// No "HdrS" setup header: not a bzImage.
+    #[error("not a bzImage (no Linux boot protocol header)")]
+    NotBzImage,
+    /// Boot protocol older than 2.02 (pre-2.4 kernels).
+    #[error("Linux boot protocol {0:#x} is too old (2.02 or later needed)")]
+    ProtocolTooOld(u16),
+    /// A zImage (loaded low), not a bzImage.
+    #[error("kernel is a zImage, not a bzImage (LOADED_HIGH clear)")]
+    NotLoadedHigh,
+    /// The setup sectors run past the end of the file.
+    #[error("setup of {setup} bytes is larger than the {len}-byte kernel file")]
+    SetupTooLarge {
+        /// Setup size from the header.
+        setup: usize,
+        /// File length.
+        len: usize,
+    },
+    /// The initrd does not fit below the kernel's and the RAM's limit.
+    #[error("initrd of {size} bytes does not fit below {max:#x}")]
+    InitrdTooLarge {
+        /// Initrd size.
+        size: u64,
+        /// Highest usable address.
+        max: u64,
+    },
+    /// A blob is larger than the 32-bit size fields.
+    #[error("{0} is larger than 4 GiB")]
+    TooLarge(&'static str),
+    /// The command line contains a NUL byte.
+    #[error("kernel command line contains a NUL byte")]
+    CmdlineNul,
+}
+
+/// `etc/e820`: the firmware RAM map of `layout` ([`firmware_map`]) as
+/// packed 20-byte `{u64 base, u64 length, u32 type}` entries.
+pub fn e820_file(layout: &MemoryLayout) -> Vec<u8> {
+    to_bytes(&firmware_map(layout))
+}
+
+/// `bootorder`: OpenFirmware device paths, one per line, NUL-terminated, as
+/// QEMU's `get_boot_devices_list` builds it (`"a\nb\0"`). Empty for no
+/// paths; do not add the file then.
+pub fn bootorder(paths: &[&str]) -> Vec<u8> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let mut out = paths.join("\n").into_bytes();
+    out.push(0);
+    out
+}
+
+/// `opt/ovmf/X-PciMmio64Mb`: the size of OVMF's 64-bit PCI MMIO window in
+/// MiB as decimal ASCII without NUL (what `-fw_cfg ...,string=` stores).
+/// OVMF accepts at most 16 TiB (16777216); edk2-stable202211 only uses it
+/// when it is larger than its own estimate.
+pub fn pci_mmio64_mb(mb: u64) -> Vec<u8> {
+    mb.to_string().into_bytes()
+}
+
+/// The CPU count items: ([`FW_CFG_NB_CPUS`], boot CPUs) and
+/// ([`FW_CFG_MAX_CPUS`], possible CPUs), each a little-endian u16.
+pub fn cpu_count_items(boot: u16, max: u16) -> [(u16, Vec<u8>); 2] {
+    [
+        (FW_CFG_NB_CPUS, boot.to_le_bytes().to_vec()),
+        (FW_CFG_MAX_CPUS, max.to_le_bytes().to_vec()),
+    ]
+}
+
+/// [`cpu_count_items`] with as many possible CPUs as boot CPUs (no CPU
+/// hotplug).
+pub fn cpu_count_item(cpus: u16) -> [(u16, Vec<u8>); 2] {
+    cpu_count_items(cpus, cpus)
+}
+
+/// The fw_cfg items of a direct kernel boot through OVMF, as QEMU's
+/// `x86_load_linux` creates them for a modern bzImage.
+///
+/// OVMF (`QemuKernelLoaderFsDxe`, `X86QemuLoadImageLib`) reads
+/// `SETUP_SIZE`/`SETUP_DATA` + `KERNEL_SIZE`/`KERNEL_DATA` (concatenated
+/// they are the bzImage it starts through the EFI stub, or through its
+/// legacy loader), `INITRD_SIZE`/`INITRD_DATA` and
+/// `CMDLINE_SIZE`/`CMDLINE_DATA`. The address items are not used by OVMF
+/// but are provided as QEMU does. The setup header in `setup` is patched
+/// like QEMU's (`type_of_loader`, `CAN_USE_HEAP` + `heap_end_ptr`,
+/// `cmd_line_ptr`, `ramdisk_image`/`ramdisk_size`); OVMF's legacy loader
+/// overwrites what it uses and the EFI stub ignores them. QEMU's `vga=`
+/// and device-tree handling are not mirrored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelItems {
+    /// Boot protocol version from the header.
+    pub protocol: u16,
+    /// The first `(setup_sects + 1) * 512` bytes, header patched.
+    pub setup: Vec<u8>,
+    /// The rest of the file: the protected-mode kernel.
+    pub kernel: Vec<u8>,
+    /// The initrd, if any.
+    pub initrd: Option<Vec<u8>>,
+    /// The command line with its NUL terminator.
+    pub cmdline: Vec<u8>,
+    /// `SETUP_ADDR` value.
+    pub setup_addr: u32,
+    /// `KERNEL_ADDR` value.
+    pub kernel_addr: u32,
+    /// `CMDLINE_ADDR` value.
+    pub cmdline_addr: u32,
+    /// `INITRD_ADDR` value (0 without initrd).
+    pub initrd_addr: u32,
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+fn len_u32(what: &'static str, len: usize) -> Result<u32, FwCfgContentError> {
+    u32::try_from(len).map_err(|_| FwCfgContentError::TooLarge(what))
+}
+
+impl KernelItems {
+    /// Splits the bzImage `kernel` into setup and kernel, patches the setup
+    /// header and computes the addresses, as QEMU does on a PC machine
+    /// whose RAM below 4 GiB ends at `layout.low_ram_end()`.
+    pub fn from_bzimage(
+        kernel: &[u8],
+        initrd: Option<Vec<u8>>,
+        cmdline: &str,
+        layout: &MemoryLayout,
+    ) -> Result<Self, FwCfgContentError> {
+        if kernel.len() < HDR_END || u32_at(kernel, HDR_MAGIC) != HDR_MAGIC_VALUE {
+            return Err(FwCfgContentError::NotBzImage);
+        }
+        let protocol = u16_at(kernel, HDR_VERSION);
+        if protocol < 0x202 {
+            return Err(FwCfgContentError::ProtocolTooOld(protocol));
+        }
+        if kernel[HDR_LOADFLAGS] & LOADED_HIGH == 0 {
+            return Err(FwCfgContentError::NotLoadedHigh);
+        }
+        if cmdline.contains('\0') {
+            return Err(FwCfgContentError::CmdlineNul);
+        }
+        let sects = match kernel[HDR_SETUP_SECTS] {
+            0 => 4,
+            n => usize::from(n),
+        };
+        let setup_size = (sects + 1) * SECTOR;
+        if setup_size > kernel.len() {
+            return Err(FwCfgContentError::SetupTooLarge {
+                setup: setup_size,
+                len: kernel.len(),
+            });
+        }
+        len_u32("kernel", kernel.len())?;
+
+        // Highest initrd address, as x86_load_linux computes it.
+        let mut initrd_max = if protocol >= 0x20c
+            && u16_at(kernel, HDR_XLOADFLAGS) & XLF_CAN_BE_LOADED_ABOVE_4G != 0
+        {
+            u64::from(u32::MAX)
+        } else if protocol >= 0x203 {
+            u64::from(u32_at(kernel, HDR_INITRD_ADDR_MAX))
+        } else {
+            0x37ff_ffff
+        };
+        let ram_limit = layout.low_ram_end().saturating_sub(ACPI_DATA_SIZE);
+        if initrd_max >= ram_limit {
+            initrd_max = ram_limit.saturating_sub(1);
+        }
+
+        let mut setup = kernel[..setup_size].to_vec();
+        setup[HDR_CMD_LINE_PTR..HDR_CMD_LINE_PTR + 4].copy_from_slice(&CMDLINE_ADDR.to_le_bytes());
+        setup[HDR_TYPE_OF_LOADER] = LOADER_TYPE_QEMU;
+        setup[HDR_LOADFLAGS] |= CAN_USE_HEAP;
+        // cmdline_addr - real_addr - 0x200 = 0xfe00.
+        let heap_end = (CMDLINE_ADDR - SETUP_ADDR - 0x200) as u16;
+        setup[HDR_HEAP_END_PTR..HDR_HEAP_END_PTR + 2].copy_from_slice(&heap_end.to_le_bytes());
+
+        let mut initrd_addr = 0u32;
+        if let Some(data) = &initrd {
+            let size = data.len() as u64;
+            if size >= initrd_max {
+                return Err(FwCfgContentError::InitrdTooLarge {
+                    size,
+                    max: initrd_max,
+                });
+            }
+            // initrd_max < 2^32 and size < initrd_max.
+            initrd_addr = ((initrd_max - size) & !0xfff) as u32;
+            let size32 = size as u32;
+            setup[HDR_RAMDISK_IMAGE..HDR_RAMDISK_IMAGE + 4]
+                .copy_from_slice(&initrd_addr.to_le_bytes());
+            setup[HDR_RAMDISK_SIZE..HDR_RAMDISK_SIZE + 4].copy_from_slice(&size32.to_le_bytes());
+        }
+
+        let mut cmdline_bytes = cmdline.as_bytes().to_vec();
+        cmdline_bytes.push(0);
+        len_u32("command line", cmdline_bytes.len())?;
+
+        Ok(KernelItems {
+            protocol,
+            setup,
+            kernel: kernel[setup_size..].to_vec(),
+            initrd,
+            cmdline: cmdline_bytes,
+            setup_addr: SETUP_ADDR,
+            kernel_addr: KERNEL_ADDR,
+            cmdline_addr: CMDLINE_ADDR,
+            initrd_addr,
+        })
+    }
+
+    /// The items to add, as `(key, bytes)`; sizes and addresses are
+    /// little-endian u32. Without an initrd the initrd items are left out
+    /// (an absent item reads as size 0).
+    pub fn items(&self) -> Vec<(u16, Vec<u8>)> {
+        // Sizes were checked to fit in u32 by from_bzimage.
+        let size = |len: usize| (len as u32).to_le_bytes().to_vec();
+        let mut items = vec![
+            (
+                FW_CFG_CMDLINE_ADDR,
+                self.cmdline_addr.to_le_bytes().to_vec(),
+            ),
+            (FW_CFG_CMDLINE_SIZE, size(self.cmdline.len())),
+            (FW_CFG_CMDLINE_DATA, self.cmdline.clone()),
+        ];
+        if let Some(initrd) = &self.initrd {
+            items.push((FW_CFG_INITRD_ADDR, self.initrd_addr.to_le_bytes().to_vec()));
+            items.push((FW_CFG_INITRD_SIZE, size(initrd.len())));
+            items.push((FW_CFG_INITRD_DATA, initrd.clone()));
+        }
+        items.extend([
+            (FW_CFG_KERNEL_ADDR, self.kernel_addr.to_le_bytes().to_vec()),
+            (FW_CFG_KERNEL_SIZE, size(self.kernel.len())),
+            (FW_CFG_KERNEL_DATA, self.kernel.clone()),
+            (FW_CFG_SETUP_ADDR, self.setup_addr.to_le_bytes().to_vec()),
+            (FW_CFG_SETUP_SIZE, size(self.setup.len())),
+            (FW_CFG_SETUP_DATA, self.setup.clone()),
+        ]);
+        items
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arch::layout::{GIB, MIB};
+
+    use super::*;
+
+    fn item(items: &[(u16, Vec<u8>)], key: u16) -> Option<&[u8]> {
+        items
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn u32_item(items: &[(u16, Vec<u8>)], key: u16) -> u32 {
+        u32::from_le_bytes(item(items, key).unwrap().try_into().unwrap())
+    }
+
+    /// A synthetic bzImage: `sects` setup sectors, protocol `version`.
+    fn bzimage(sects: u8, version: u16, payload: usize) -> Vec<u8> {
+        let setup = (usize::from(if sects == 0 { 4 } else { sects }) + 1) * 512;
+        let mut k: Vec<u8> = (0..setup + payload).map(|i| (i % 251) as u8).collect();
+        k[HDR_SETUP_SECTS] = sects;
+        k[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+        k[HDR_MAGIC..HDR_MAGIC + 4].copy_from_slice(b"HdrS");
+        k[HDR_VERSION..HDR_VERSION + 2].copy_from_slice(&version.to_le_bytes());
+        k[HDR_TYPE_OF_LOADER] = 0;
+        k[HDR_LOADFLAGS] = LOADED_HIGH;
+        k[HDR_INITRD_ADDR_MAX..HDR_INITRD_ADDR_MAX + 4]
+            .copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        k[HDR_XLOADFLAGS..HDR_XLOADFLAGS + 2].copy_from_slice(&0u16.to_le_bytes());
+        k
+    }
+
+    #[test]
+    fn e820_file_is_the_firmware_map() {
+        let l = MemoryLayout::new(8 * GIB).unwrap();
+        let f = e820_file(&l);
+        assert_eq!(f.len(), 2 * 20);
+        assert_eq!(&f[..8], &0u64.to_le_bytes());
+        assert_eq!(&f[8..16], &l.low_ram_end().to_le_bytes());
+        assert_eq!(&f[16..20], &1u32.to_le_bytes());
+        assert_eq!(&f[20..28], &(4 * GIB).to_le_bytes());
+        let small = e820_file(&MemoryLayout::new(512 * MIB).unwrap());
+        assert_eq!(small.len(), 20);
+        assert_eq!(&small[8..16], &(512 * MIB).to_le_bytes());
+    }
+
+    #[test]
+    fn bootorder_format() {
+        assert_eq!(bootorder(&[]), b"");
+        assert_eq!(
+            bootorder(&["/pci@i0cf8/scsi@3/disk@0,0"]),
+            b"/pci@i0cf8/scsi@3/disk@0,0\0"
+        );
+        assert_eq!(bootorder(&["/a", "/b"]), b"/a\n/b\0");
+    }
+
+    #[test]
+    fn mmio64_and_cpus() {
+        assert_eq!(pci_mmio64_mb(65536), b"65536");
+        assert_eq!(pci_mmio64_mb(0), b"0");
+        let [(k1, v1), (k2, v2)] = cpu_count_items(4, 8);
+        assert_eq!((k1, v1.as_slice()), (0x05, &[4u8, 0][..]));
+        assert_eq!((k2, v2.as_slice()), (0x0f, &[8u8, 0][..]));
+        assert_eq!(cpu_count_item(2)[1].1, vec![2, 0]);
+    }
+
+    #[test]
+    fn bzimage_split_and_items() {
+        let layout = MemoryLayout::new(GIB).unwrap();
+        let image = bzimage(27, 0x020f, 10_000);
+        let initrd = vec![0x5a; 5000];
+        let k = KernelItems::from_bzimage(&image, Some(initrd.clone()), "console=ttyS0", &layout)
+            .unwrap();
+        let setup_size = 28 * 512;
+        assert_eq!(k.protocol, 0x020f);
+        assert_eq!(k.setup.len(), setup_size);
+        assert_eq!(k.kernel, image[setup_size..]);
+        // setup + kernel is the original file except the patched header.
+        let mut whole = k.setup.clone();
+        whole.extend_from_slice(&k.kernel);
+        let diff: Vec<usize> = (0..image.len()).filter(|&i| whole[i] != image[i]).collect();
+        assert!(
+            diff.iter().all(|&i| (0x210..0x230).contains(&i)),
+            "{diff:x?}"
+        );
+
+        let items = k.items();
+        assert_eq!(
+            item(&items, FW_CFG_CMDLINE_DATA),
+            Some(&b"console=ttyS0\0"[..])
+        );
+        assert_eq!(u32_item(&items, FW_CFG_CMDLINE_SIZE), 14);
+        assert_eq!(u32_item(&items, FW_CFG_CMDLINE_ADDR), 0x20000);
+        assert_eq!(u32_item(&items, FW_CFG_SETUP_ADDR), 0x10000);
+        assert_eq!(u32_item(&items, FW_CFG_SETUP_SIZE), setup_size as u32);
+        assert_eq!(u32_item(&items, FW_CFG_KERNEL_ADDR), 0x100000);
+        assert_eq!(u32_item(&items, FW_CFG_KERNEL_SIZE), 10_000);
+        assert_eq!(item(&items, FW_CFG_KERNEL_DATA), Some(&image[setup_size..]));
+        assert_eq!(u32_item(&items, FW_CFG_INITRD_SIZE), 5000);
+        assert_eq!(item(&items, FW_CFG_INITRD_DATA), Some(&initrd[..]));
+        // 1 GiB of RAM: initrd_max = 1 GiB - 0x28000 - 1, page aligned down.
+        let expect = ((GIB - ACPI_DATA_SIZE - 1 - 5000) & !0xfff) as u32;
+        assert_eq!(u32_item(&items, FW_CFG_INITRD_ADDR), expect);
+
+        // Patched header fields.
+        let s = &k.setup;
+        assert_eq!(s[HDR_TYPE_OF_LOADER], 0xb0);
+        assert_eq!(s[HDR_LOADFLAGS], LOADED_HIGH | CAN_USE_HEAP);
+        assert_eq!(u16_at(s, HDR_HEAP_END_PTR), 0xfe00);
+        assert_eq!(u32_at(s, HDR_CMD_LINE_PTR), 0x20000);
+        assert_eq!(u32_at(s, HDR_RAMDISK_IMAGE), expect);
+        assert_eq!(u32_at(s, HDR_RAMDISK_SIZE), 5000);
+    }
+
+    #[test]
+    fn initrd_limits() {
+        let layout = MemoryLayout::new(GIB).unwrap();
+        // Header limit below the RAM limit.
+        let mut image = bzimage(4, 0x0206, 100);
+        image[HDR_INITRD_ADDR_MAX..HDR_INITRD_ADDR_MAX + 4]
+            .copy_from_slice(&0x0100_0000u32.to_le_bytes());
+        let k = KernelItems::from_bzimage(&image, Some(vec![1; 0x1000]), "", &layout).unwrap();
+        assert_eq!(k.initrd_addr, 0x0100_0000 - 0x1000);
+        assert!(matches!(
+            KernelItems::from_bzimage(&image, Some(vec![1; 0x0100_0000]), "", &layout),
+            Err(FwCfgContentError::InitrdTooLarge { .. })
+        ));
+        // XLF_CAN_BE_LOADED_ABOVE_4G: the RAM limit applies.
+        let mut image = bzimage(4, 0x020c, 100);
+        image[HDR_XLOADFLAGS] = XLF_CAN_BE_LOADED_ABOVE_4G as u8;
+        let big = MemoryLayout::new(8 * GIB).unwrap();
+        let k = KernelItems::from_bzimage(&image, Some(vec![1; 10]), "", &big).unwrap();
+        assert_eq!(
+            u64::from(k.initrd_addr),
+            (big.low_ram_end() - ACPI_DATA_SIZE - 1 - 10) & !0xfff
+        );
+        // No initrd: no initrd items, header untouched there.
+        let k = KernelItems::from_bzimage(&image, None, "x", &big).unwrap();
+        let items = k.items();
+        assert!(item(&items, FW_CFG_INITRD_SIZE).is_none());
+        assert_eq!(
+            u32_at(&k.setup, HDR_RAMDISK_IMAGE),
+            u32_at(&image, HDR_RAMDISK_IMAGE)
+        );
+        assert_eq!(items.len(), 9);
+    }
+
+    #[test]
+    fn setup_sects_zero_means_four() {
+        let layout = MemoryLayout::new(GIB).unwrap();
+        let image = bzimage(0, 0x0202, 700);
+        let k = KernelItems::from_bzimage(&image, None, "", &layout).unwrap();
+        assert_eq!(k.setup.len(), 5 * 512);
+        assert_eq!(k.kernel.len(), 700);
+        assert_eq!(k.cmdline, b"\0");
+    }
+
+    #[test]
+    fn rejects_non_bzimages() {
+        let layout = MemoryLayout::new(GIB).unwrap();
+        let from = |img: &[u8]| KernelItems::from_bzimage(img, None, "", &layout);
+        assert_eq!(from(&[]), Err(FwCfgContentError::NotBzImage));
+        assert_eq!(from(&[0u8; 0x1000]), Err(FwCfgContentError::NotBzImage));
+        let elf = {
+            let mut e = vec![0u8; 0x1000];
+            e[..4].copy_from_slice(b"\x7fELF");
+            e
+        };
+        assert_eq!(from(&elf), Err(FwCfgContentError::NotBzImage));
+        assert_eq!(
+            from(&bzimage(4, 0x0201, 10)),
+            Err(FwCfgContentError::ProtocolTooOld(0x201))
+        );
+        let mut zimage = bzimage(4, 0x0204, 10);
+        zimage[HDR_LOADFLAGS] = 0;
+        assert_eq!(from(&zimage), Err(FwCfgContentError::NotLoadedHigh));
+        let truncated = &bzimage(30, 0x020f, 0)[..0x1000];
+        assert!(matches!(
+            from(truncated),
+            Err(FwCfgContentError::SetupTooLarge { .. })
+        ));
+        assert_eq!(
+            KernelItems::from_bzimage(&bzimage(4, 0x020f, 10), None, "a\0b", &layout),
+            Err(FwCfgContentError::CmdlineNul)
+        );
+        // Exactly the setup, no kernel: accepted (empty kernel).
+        assert_eq!(from(&bzimage(4, 0x020f, 0)).unwrap().kernel.len(), 0);
+    }
+
+    #[test]
+    fn real_kernel_if_present() {
+        // Best effort: a kernel from the testbed (or $TESSERA_TEST_KERNEL)
+        // when one has been fetched, else a distribution kernel in /boot.
+        let testbed =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testbed/l1/vmlinuz");
+        let from_boot = || {
+            std::fs::read_dir("/boot").ok().and_then(|d| {
+                d.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+                })
+            })
+        };
+        let path = std::env::var_os("TESSERA_TEST_KERNEL")
+            .map(std::path::PathBuf::from)
+            .or_else(|| testbed.exists().then_some(testbed))
+            .or_else(from_boot);
+        let Some(path) = path else {
+            return;
+        };
+        let Ok(image) = std::fs::read(&path) else {
+            return;
+        };
+        let layout = MemoryLayout::new(GIB).unwrap();
+        let k = KernelItems::from_bzimage(&image, None, "console=ttyS0", &layout).unwrap();
+        assert!(k.protocol >= 0x20c, "{path:?}");
+        assert_eq!(k.setup.len() + k.kernel.len(), image.len());
+        // The kernel part of a bzImage starts with the compressed payload's
+        // 32/64-bit entry code; the setup ends on a sector boundary.
+        assert_eq!(k.setup.len() % 512, 0);
+    }
+}
