@@ -20,7 +20,7 @@
 //!
 //! Usage in a device's `config_write`:
 //!
-//! ```ignore
+//! ```text
 //! let mut changes = self.config.write(offset, data);
 //! let update = self.msi.config_written(&mut self.config, offset, data.len());
 //! changes.extend(update.changes);

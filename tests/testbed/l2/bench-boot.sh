@@ -60,8 +60,13 @@ mem_kb() { # 256M / 1G / 512 (MiB) -> KiB
 }
 MEM_KB=$(mem_kb "$MEM")
 
-variant_cmd() { # VARIANT -> NUL-separated argv
+OVMF_CODE=$CACHE/ovmf/OVMF_CODE_4M.fd
+OVMF_TEMPLATE=$CACHE/ovmf/OVMF_VARS_4M.fd
+
+variant_cmd() { # VARIANT RUN -> NUL-separated argv
   local -a q=(qemu-system-x86_64 -accel kvm -cpu host)
+  # A fresh copy of the variable store per run, for both VMMs alike.
+  local vars=$LOGDIR/vars-$1-$2.fd
   local -a common=(-m "$MEM" -smp "$CPUS" -nodefaults -no-user-config -display none -no-reboot
                    -serial stdio -kernel "$K" -initrd "$I" -append "$CMDLINE")
   case $1 in
@@ -74,6 +79,16 @@ variant_cmd() { # VARIANT -> NUL-separated argv
       fi ;;
     qemu-microvm) printf '%s\0' "${q[@]}" -M microvm "${common[@]}" ;;
     qemu-q35) printf '%s\0' "${q[@]}" -M q35 "${common[@]}" ;;
+    tessera-ovmf)
+      rm -f "$vars"
+      tessera_cmd --firmware "$OVMF_CODE" --vars "$vars" --vars-template "$OVMF_TEMPLATE" \
+        --kernel "$K" --initrd "$I" --cmdline "$CMDLINE" --memory "$MEM" \
+        --cpus "$CPUS" --serial stdio --timeout "$TMO" ;;
+    qemu-q35-ovmf)
+      cp "$OVMF_TEMPLATE" "$vars"
+      printf '%s\0' "${q[@]}" -M q35 \
+        -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE" \
+        -drive "if=pflash,format=raw,unit=1,file=$vars" "${common[@]}" ;;
   esac
 }
 
@@ -93,7 +108,7 @@ DATA=$LOGDIR/bench.data
 measure() {
   local v=$1 i=$2 log=$LOGDIR/bench-$1-$2.log pidf timef line pid="" marker=-1 guest=-1 rep="" t0 now
   local -a cmd=()
-  mapfile -d '' cmd < <(variant_cmd "$v")
+  mapfile -d '' cmd < <(variant_cmd "$v" "$i")
   pidf=$(mktemp) timef=$(mktemp)
   echo "CMD: ${cmd[*]}" > "$log"
   t0=${EPOCHREALTIME/./}
@@ -129,6 +144,8 @@ echo "bench-boot $( [ "${TESTBED_IN_L1:-0}" = 1 ] && echo "in L1 ($(uname -r), n
 qemu-system-x86_64 --version | head -1
 [ "${TESTBED_L2_VMM:-tessera}" = tessera ] && echo "tessera: $TESSERA_BIN ($("$TESSERA_BIN" --version 2>&1 | head -1))"
 VARIANTS="tessera qemu-microvm qemu-q35"
+# OVMF rows: tessera's Q35 machine vs QEMU -M q35, same OVMF pflash pair.
+[ "${BENCH_OVMF:-1}" = 1 ] && [ "${TESTBED_L2_VMM:-tessera}" = tessera ] && VARIANTS="$VARIANTS tessera-ovmf qemu-q35-ovmf"
 for i in $(seq 1 "$N"); do
   for v in $VARIANTS; do
     measure "$v" "$i"
@@ -139,7 +156,8 @@ done
 python3 - "$DATA" "${TESTBED_L2_VMM:-tessera}" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-names = ["tessera", "qemu-microvm", "qemu-q35"]
+names = [n for n in ["tessera", "qemu-microvm", "qemu-q35", "tessera-ovmf", "qemu-q35-ovmf"]
+         if any(x[0] == n for x in rows)]
 med, bad = {}, 0
 for n in names:
     r = [x for x in rows if x[0] == n]
@@ -162,14 +180,15 @@ for n in names:
         print(f"| {label.get(n, n)} | 0 | - | - | - | - | - |")
         continue
     print(f"| {label.get(n, n)} | {d['n']}/{d['of']} | {d['marker']:.2f} | {d['total']:.2f} | {d['peak']:.1f} | {d['guest']:.1f} | {d['over']:.1f} |")
-t = med["tessera"]
-for q in ("qemu-microvm", "qemu-q35"):
-    d = med[q]
+for ours, q in (("tessera", "qemu-microvm"), ("tessera", "qemu-q35"), ("tessera-ovmf", "qemu-q35-ovmf")):
+    if ours not in med or q not in med:
+        continue
+    t, d = med[ours], med[q]
     if t is None or d is None:
-        print(f"| ratio {label.get('tessera', 'tessera')}/{q} | - | - | - | - | - | - |")
+        print(f"| ratio {label.get(ours, ours)}/{q} | - | - | - | - | - | - |")
         continue
     r = lambda k: f"{t[k] / d[k]:.2f}" if d[k] else "-"
-    print(f"| ratio {label.get('tessera', 'tessera')}/{q} | | {r('marker')} | {r('total')} | {r('peak')} | {r('guest')} | {r('over')} |")
+    print(f"| ratio {label.get(ours, ours)}/{q} | | {r('marker')} | {r('total')} | {r('peak')} | {r('guest')} | {r('over')} |")
 print("(medians; times from VMM process start; tessera* = QEMU q35 stand-in, TESTBED_L2_VMM=qemu)" if sys.argv[2] != "tessera"
       else "(medians; times from VMM process start)")
 sys.exit(1 if bad else 0)

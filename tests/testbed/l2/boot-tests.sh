@@ -169,8 +169,136 @@ t_timeout() {
   fi
 }
 
+# ---- Q35 + stock OVMF (tessera only: the firmware flags are tessera's) ----
+OVMF_CODE=$CACHE/ovmf/OVMF_CODE_4M.fd
+OVMF_TEMPLATE=$CACHE/ovmf/OVMF_VARS_4M.fd
+ovmf_args() { # VARS-FILE
+  echo --firmware "$OVMF_CODE" --vars "$1" --vars-template "$OVMF_TEMPLATE"
+}
+
+# Checks every OVMF boot must pass: UEFI, the Q35 chipset, a clean kernel log.
+ovmf_facts_ok() {
+  has "$MARKER" && has "L2-EFI yes" && has " 8086:29c0 " && has " 8086:2918 " && has "L2-DMESG-BAD-COUNT 0"
+}
+ovmf_facts() { # what the guest reported, for FAIL lines
+  tr -d '\r' < "$SER" | grep -aE "L2-EFI|L2-PCI |L2-DMESG-BAD|L2-CPUS" | tr '\n' ';'
+}
+
+t_ovmf_boot() { # NAME CPUS
+  local name=$1 cpus=$2 vars=$LOGDIR/$1.vars
+  rm -f "$vars"
+  # shellcheck disable=SC2046  # ovmf_args is a word list
+  l2 "$name" $(ovmf_args "$vars") --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE" --cpus "$cpus" --timeout "$TMO"
+  if [ $RC = 0 ] && ovmf_facts_ok && has "L2-CPUS $cpus "; then
+    result "$name" 1 "OVMF -> kernel via fw_cfg -> marker at guest uptime $(marker_at)s, $cpus CPU(s), /sys/firmware/efi, 8086:29c0 + 8086:2918, no ACPI errors, exit 0, ${SECS}s"
+  else
+    result "$name" 0 "want marker, L2-EFI yes, 8086:29c0 and 8086:2918, L2-DMESG-BAD-COUNT 0, L2-CPUS $cpus and exit 0; got exit $RC after ${SECS}s; guest said: $(ovmf_facts)"
+  fi
+}
+
+# Guest code writing/reading a non-volatile UEFI variable through efivarfs.
+# Our own vendor GUID: Linux refuses unknown names under the EFI global GUID.
+EFI_VAR=TesseraTest-5e7a3c1e-9d0b-4c7a-8e21-7e55e4a0b0a1
+# shellcheck disable=SC2016  # guest code
+efi_write_check='#!/bin/sh
+mount -t efivarfs none /sys/firmware/efi/efivars || exit 1
+v=/sys/firmware/efi/efivars/'$EFI_VAR'
+# attributes NV|BS|RT (7, little-endian u32) followed by the data
+printf "\007\000\000\000tessera-persist-$1" > "$v" || exit 2
+sync
+echo "VAR-WRITTEN $(od -An -c "$v" | tr -d " \n")"
+exit 0'
+# shellcheck disable=SC2016  # guest code
+efi_read_check='#!/bin/sh
+mount -t efivarfs none /sys/firmware/efi/efivars || exit 1
+v=/sys/firmware/efi/efivars/'$EFI_VAR'
+[ -e "$v" ] || { echo "variable missing"; exit 3; }
+echo "VAR-READ $(tail -c +5 "$v")"
+tail -c +5 "$v" | grep -q "tessera-persist-$1" || exit 4
+exit 0'
+
+make_efi_initrd() { # OUT.gz write|read TAG
+  local script
+  if [ "$2" = write ]; then script=$efi_write_check; else script=$efi_read_check; fi
+  make_check_initrd "$1" "${script//\$1/$3}"
+}
+
+t_ovmf_vars_persist() {
+  local vars=$LOGDIR/ovmf-vars-persist.vars w=$LOGDIR/efi-write.gz r=$LOGDIR/efi-read.gz
+  rm -f "$vars"
+  make_efi_initrd "$w" write stop
+  make_efi_initrd "$r" read stop
+  # shellcheck disable=SC2046
+  l2 ovmf-vars-write $(ovmf_args "$vars") --kernel "$KERNEL" --initrd "$w" --cmdline "$CMDLINE" --timeout "$TMO"
+  local rc1=$RC s1=$SECS ok1=0
+  has "L2-CHECK rc=0" && has "VAR-WRITTEN" && ok1=1
+  # shellcheck disable=SC2046
+  l2 ovmf-vars-read $(ovmf_args "$vars") --kernel "$KERNEL" --initrd "$r" --cmdline "$CMDLINE" --timeout "$TMO"
+  if [ $rc1 = 0 ] && [ $ok1 = 1 ] && [ $RC = 0 ] && has "L2-CHECK rc=0"; then
+    result ovmf-vars-persist 1 "variable written in boot 1 (exit 0, ${s1}s) was read back in boot 2 ($(grep -a -m1 VAR-READ "$SER" | tr -d '\r' | sed 's/.*VAR-READ/VAR-READ/'), ${SECS}s)"
+  else
+    result ovmf-vars-persist 0 "boot 1: exit $rc1, write ok=$ok1; boot 2: exit $RC; guest said: $(grep -a 'L2-CHECK' "$SER" | tr -d '\r' | tr '\n' ';')"
+  fi
+}
+
+t_ovmf_vars_sigkill() {
+  local vars=$LOGDIR/ovmf-vars-kill.vars w=$LOGDIR/efi-write-kill.gz r=$LOGDIR/efi-read-kill.gz
+  rm -f "$vars"
+  make_efi_initrd "$w" write kill
+  make_efi_initrd "$r" read kill
+  SER=$LOGDIR/ovmf-vars-kill.serial OUT=$LOGDIR/ovmf-vars-kill.vmm
+  rm -f "$SER"
+  local -a cmd=()
+  # shellcheck disable=SC2046
+  mapfile -d '' cmd < <(tessera_cmd $(ovmf_args "$vars") --kernel "$KERNEL" --initrd "$w" \
+    --cmdline "$CMDLINE tessera.hang=1" --memory "$MEM" --serial "file=$SER" --timeout "$TMO")
+  echo "L2-VMM-CMD: ${cmd[*]}" > "$OUT"
+  "${cmd[@]}" < /dev/null >> "$OUT" 2>&1 &
+  local pid=$! waited=0
+  until grep -qa "L2-CHECK rc=" "$SER" 2>/dev/null || [ $waited -ge "$TMO" ] || ! kill -0 $pid 2>/dev/null; do
+    sleep 1; waited=$((waited + 1))
+  done
+  kill -KILL $pid 2>/dev/null
+  wait $pid 2>/dev/null
+  local killed_rc=$? wrote=0
+  grep -qa "VAR-WRITTEN" "$SER" && wrote=1
+  # shellcheck disable=SC2046
+  l2 ovmf-vars-after-kill $(ovmf_args "$vars") --kernel "$KERNEL" --initrd "$r" --cmdline "$CMDLINE" --timeout "$TMO"
+  if [ $wrote = 1 ] && [ $killed_rc = 137 ] && [ $RC = 0 ] && has "L2-CHECK rc=0"; then
+    result ovmf-vars-sigkill 1 "tessera SIGKILLed ${waited}s in, right after the guest wrote the variable; the next boot read it back (${SECS}s)"
+  else
+    result ovmf-vars-sigkill 0 "written=$wrote, first tessera status $killed_rc (want 137); second boot exit $RC; guest said: $(grep -a 'L2-CHECK' "$SER" | tr -d '\r' | tr '\n' ';')"
+  fi
+}
+
+t_ovmf_reboot() {
+  local vars=$LOGDIR/ovmf-reboot.vars
+  rm -f "$vars"
+  # shellcheck disable=SC2046
+  l2 ovmf-reboot-exit $(ovmf_args "$vars") --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE tessera.reboot=1" --timeout "$TMO"
+  local rc1=$RC s1=$SECS
+  # With --on-reset restart the firmware runs again: the guest boots (and
+  # reboots) more than once until --timeout ends it.
+  # shellcheck disable=SC2046
+  l2 ovmf-reboot-restart $(ovmf_args "$vars") --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE tessera.reboot=1" \
+    --on-reset restart --timeout "${L2_RESTART_TIMEOUT:-90}"
+  local boots
+  boots=$(grep -ac "$MARKER" "$SER")
+  if [ $rc1 = 3 ] && [ $RC = 124 ] && [ "$boots" -ge 2 ]; then
+    result ovmf-reboot 1 "guest reboot: exit 3 with --on-reset exit (${s1}s); with --on-reset restart OVMF booted the kernel $boots times in ${SECS}s"
+  else
+    result ovmf-reboot 0 "want exit 3, then >=2 boots and exit 124 with --on-reset restart; got $rc1, then $RC with $boots boot(s)"
+  fi
+}
+
 t0=$EPOCHREALTIME
-for t in boot-1cpu boot-2cpu poweroff-exit-0 panic-exit-nonzero expect-serial-exit-0 timeout-124; do
+ALL_TESTS="boot-1cpu boot-2cpu poweroff-exit-0 panic-exit-nonzero expect-serial-exit-0 timeout-124"
+if [ "${TESTBED_L2_VMM:-tessera}" = tessera ]; then
+  ALL_TESTS="$ALL_TESTS ovmf-boot-1cpu ovmf-boot-2cpu ovmf-vars-persist ovmf-vars-sigkill ovmf-reboot"
+else
+  echo "note: the OVMF tests use tessera's firmware options and run only with TESTBED_L2_VMM=tessera"
+fi
+for t in $ALL_TESTS; do
   selected "$t" || continue
   case $t in
     boot-1cpu) t_boot_1cpu ;;
@@ -179,6 +307,11 @@ for t in boot-1cpu boot-2cpu poweroff-exit-0 panic-exit-nonzero expect-serial-ex
     panic-exit-nonzero) t_panic ;;
     expect-serial-exit-0) t_expect_serial ;;
     timeout-124) t_timeout ;;
+    ovmf-boot-1cpu) t_ovmf_boot ovmf-boot-1cpu 1 ;;
+    ovmf-boot-2cpu) t_ovmf_boot ovmf-boot-2cpu 2 ;;
+    ovmf-vars-persist) t_ovmf_vars_persist ;;
+    ovmf-vars-sigkill) t_ovmf_vars_sigkill ;;
+    ovmf-reboot) t_ovmf_reboot ;;
   esac
 done
 s=${t0/./} e=${EPOCHREALTIME/./}

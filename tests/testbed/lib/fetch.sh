@@ -21,7 +21,8 @@
 #   testbed.lock                 role package version suite
 #   l1/vmlinuz l1/config l1/modules/*.ko l1/modules.order l1/initrd.gz
 #   l1/qemu-bql-shim.so
-#   l2/vmlinuz l2/config l2/initrd.gz (base L2 image, see l2/init.sh)
+#   l2/vmlinuz l2/config l2/modules/*.ko l2/modules.order
+#   l2/initrd.gz (base L2 image, see l2/init.sh)
 #   pkg/busybox                  static busybox
 #   ovmf/                        OVMF_CODE_4M.fd OVMF_VARS_4M.fd OVMF.fd ...
 #   logs/                        kept L1 job directories (console logs)
@@ -30,6 +31,8 @@
 # 9p + overlay for the host root, KVM (AMD: `-cpu max` under TCG is an
 # AMD-flavoured CPU with SVM), VFIO, igb (SR-IOV PF) and igbvf.
 L1_MODS=${TESTBED_L1_MODS:-"9p 9pnet_virtio overlay kvm_amd vfio vfio_iommu_type1 vfio_pci igb igbvf"}
+# Modules the L2 guest loads (efivarfs: the UEFI variable tests).
+L2_MODS=${TESTBED_L2_MODS:-efivarfs}
 
 is_root() { [ "$(id -u)" = 0 ]; }
 
@@ -149,37 +152,27 @@ fetch_deb() { # PKG VER DIR
 # stamp DIR "pkg ver" -> true if DIR/.version already says so
 stamped() { [ -f "$1/.version" ] && [ "$(cat "$1/.version")" = "$2" ]; }
 
-fetch_l1_kernel() { # PKG VER
-  local d=$CACHE/l1 x kver
-  stamped "$d" "$1 $2" && [ -f "$d/modules.order" ] && return 0
-  x=$CACHE/x-l1
-  fetch_deb "$1" "$2" "$x"
+# fetch_kernel ROLE PKG VER MODULES...: the kernel image, its config and
+# the named modules (with their dependencies, decompressed, in load order)
+# into $CACHE/ROLE.
+fetch_kernel() {
+  local role=$1 pkg=$2 ver=$3 d=$CACHE/$1 x kver
+  shift 3
+  stamped "$d" "$pkg $ver" && [ -f "$d/modules.order" ] && return 0
+  x=$CACHE/x-$role
+  fetch_deb "$pkg" "$ver" "$x"
   kver=$(ls "$x/lib/modules")
   mkdir -p "$d"
   rm -rf "$d/modules"
   cp "$x/boot/vmlinuz-$kver" "$d/vmlinuz"
   cp "$x/boot/config-$kver" "$d/config"
-  # shellcheck disable=SC2086  # L1_MODS is a word list
-  python3 "$TB_DIR/l1/kmod-resolve.py" "$x/lib/modules/$kver" "$d/modules" $L1_MODS > "$d/modules.order" ||
-    die "resolving L1 modules failed"
+  python3 "$TB_DIR/l1/kmod-resolve.py" "$x/lib/modules/$kver" "$d/modules" "$@" > "$d/modules.order" ||
+    die "resolving $role modules failed"
   rm -rf "$x" "$d/initrd.gz"
-  echo "$1 $2" > "$d/.version"
-  log "L1 kernel $kver, modules: $(tr '\n' ' ' < "$d/modules.order")"
+  echo "$pkg $ver" > "$d/.version"
+  log "$role kernel $kver, modules: $(tr '\n' ' ' < "$d/modules.order")"
 }
 
-fetch_l2_kernel() { # PKG VER
-  local d=$CACHE/l2 x kver
-  stamped "$d" "$1 $2" && return 0
-  x=$CACHE/x-l2
-  fetch_deb "$1" "$2" "$x"
-  kver=$(ls "$x/lib/modules")
-  mkdir -p "$d"
-  cp "$x/boot/vmlinuz-$kver" "$d/vmlinuz"
-  cp "$x/boot/config-$kver" "$d/config"
-  rm -rf "$x"
-  echo "$1 $2" > "$d/.version"
-  log "L2 kernel $kver"
-}
 
 fetch_busybox() { # VER
   local d=$CACHE/pkg x
@@ -242,11 +235,13 @@ build_l1_initrd() {
 # The base L2 image: busybox + l2/init.sh.  Cheap; rebuilt when init changes.
 build_l2_initrd() {
   local d=$CACHE/l2 h t
-  h=$(inputs_hash "$TB_DIR/l2/init.sh" "$CACHE/pkg/.version")
+  h=$(inputs_hash "$TB_DIR/l2/init.sh" "$CACHE/pkg/.version" "$d/modules.order" "$d/.version")
   [ -f "$d/initrd.gz" ] && [ "$(cat "$d/initrd.hash" 2>/dev/null)" = "$h" ] && return 0
   t=$(mktemp -d "$CACHE/ird.XXXXXX")
-  mkdir -p "$t/bin"
+  mkdir -p "$t/bin" "$t/lib/modules"
   cp "$CACHE/pkg/busybox" "$t/bin/busybox"
+  cp "$d"/modules/*.ko "$t/lib/modules/"
+  cp "$d/modules.order" "$t/modules.order"
   install -m 0755 "$TB_DIR/l2/init.sh" "$t/init"
   pack_initramfs "$t" "$d/initrd.gz"
   rm -rf "$t"
@@ -270,8 +265,10 @@ cmd_fetch() {
   fi
   ensure_qemu "$lockfile"
   fetch_busybox "$(lock_field "$lockfile" busybox 3)"
-  fetch_l1_kernel "$(lock_field "$lockfile" l1-kernel 2)" "$(lock_field "$lockfile" l1-kernel 3)"
-  fetch_l2_kernel "$(lock_field "$lockfile" l2-kernel 2)" "$(lock_field "$lockfile" l2-kernel 3)"
+  # shellcheck disable=SC2086  # the module lists are word lists
+  fetch_kernel l1 "$(lock_field "$lockfile" l1-kernel 2)" "$(lock_field "$lockfile" l1-kernel 3)" $L1_MODS
+  # shellcheck disable=SC2086
+  fetch_kernel l2 "$(lock_field "$lockfile" l2-kernel 2)" "$(lock_field "$lockfile" l2-kernel 3)" $L2_MODS
   fetch_ovmf "$(lock_field "$lockfile" ovmf 3)"
   [ "$lockfile" = "$LOCK" ] || mv "$LOCK.new" "$LOCK"
   build_shim
@@ -284,7 +281,7 @@ cmd_fetch() {
 # Used by run/boot-tests/bench-boot: fetch only if something is missing.
 ensure_artifacts() {
   local f
-  for f in "$LOCK" "$CACHE/l1/vmlinuz" "$CACHE/l1/modules.order" "$CACHE/l2/vmlinuz" \
+  for f in "$LOCK" "$CACHE/l1/vmlinuz" "$CACHE/l1/modules.order" "$CACHE/l2/vmlinuz" "$CACHE/l2/modules.order" \
            "$CACHE/pkg/busybox" "$CACHE/l1/qemu-bql-shim.so"; do
     [ -e "$f" ] || { log "missing $f: running fetch"; cmd_fetch "" >/dev/null; return; }
   done
