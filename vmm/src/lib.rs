@@ -16,6 +16,7 @@ pub mod exit;
 pub mod kvm;
 pub mod logger;
 pub mod memory;
+pub mod msi;
 pub mod platform;
 mod q35;
 pub mod slots;

@@ -11,7 +11,13 @@ use devices::pci::PciChange;
 use devices::{Effect, Effects};
 use log::{debug, error, warn};
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use devices::pci::{BarKind, Bdf, PciBarRegion, PciRoot};
+
 use crate::bus::{Bus, Buses, SharedDevice};
+use crate::msi::MsiRouter;
 use crate::slots::{HostBuffer, Slots};
 
 /// A device whose address range the guest can move (ECAM, the ACPI PM
@@ -113,6 +119,12 @@ pub struct Platform {
     /// Read-only memory mapped into the guest (firmware code), kept alive
     /// for as long as its slots are mapped.
     pub rom: Vec<HostBuffer>,
+    /// PCI bus 0, for the BARs its functions decode.
+    pub pci: Option<Arc<PciRoot>>,
+    /// Where each decoding BAR is mapped: (function, BAR) → (I/O?, base).
+    pub bars: Mutex<HashMap<(Bdf, u8), (bool, u64)>>,
+    /// MSI/MSI-X vectors as KVM routes.
+    pub msi: Option<MsiRouter>,
 }
 
 impl Platform {
@@ -158,11 +170,58 @@ impl Platform {
                 ),
                 None => warn!("{bdf}: PMBASE change on a machine without a movable PM block"),
             },
-            // No function on this machine has BARs or MSI yet (VFIO and
-            // virtio devices bring them); say so if one ever reports them.
-            other @ (PciChange::Bar { .. } | PciChange::Msi { .. }) => {
-                warn!("{bdf}: ignoring {other:?}: no handler on this machine yet");
+            PciChange::Bar {
+                index,
+                kind,
+                size,
+                new,
+                ..
+            } => self.bar(bdf, index, kind, size, new),
+            PciChange::Msi { vector, message } => match &self.msi {
+                Some(router) => {
+                    if let Err(e) = router.update(bdf, vector, message) {
+                        error!("{bdf}: MSI vector {vector}: {e}");
+                    }
+                }
+                None => warn!("{bdf}: MSI change on a machine without MSI routing"),
+            },
+        }
+    }
+
+    /// Map BAR `index` of `bdf` at `new` (unmapping where we had it).
+    /// A BAR the guest put over another device stays unmapped (logged):
+    /// the guest broke its own machine, the VMM must not.
+    fn bar(&self, bdf: Bdf, index: u8, kind: BarKind, size: u64, new: Option<u64>) {
+        let Some(root) = &self.pci else {
+            warn!("{bdf}: BAR change on a machine without PCI");
+            return;
+        };
+        let io = kind == BarKind::Io;
+        let bus = |io: bool| {
+            if io {
+                &self.buses.pio
+            } else {
+                &self.buses.mmio
             }
+        };
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((was_io, old)) = bars.remove(&(bdf, index)) {
+            if let Err(e) = bus(was_io).remove(old) {
+                error!("{bdf} BAR{index}: cannot unmap from {old:#x}: {e}");
+            }
+        }
+        let (Some(base), Some(device)) = (new, root.get(bdf)) else {
+            return;
+        };
+        let region = Arc::new(Mutex::new(PciBarRegion::new(bdf, index, device)));
+        match bus(io).insert(base, size, region) {
+            Ok(()) => {
+                debug!("{bdf} BAR{index} now at {base:#x} (+{size:#x})");
+                bars.insert((bdf, index), (io, base));
+            }
+            Err(e) => error!(
+                "{bdf} BAR{index}: the guest placed it over other devices, left unmapped: {e}"
+            ),
         }
     }
 }
@@ -221,6 +280,65 @@ mod tests {
         p.apply(Effects::one(pmbase(Some(0xb000))));
         assert!(!p.buses.pio.read(0x604, &mut b[..2]));
         assert!(p.buses.pio.read(0xb004, &mut b[..2]));
+    }
+
+    /// A function whose BAR reads return the BAR index.
+    struct Endpoint;
+    impl devices::pci::PciDevice for Endpoint {
+        fn config_read(&mut self, _: u16, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn config_write(&mut self, _: u16, _: &[u8]) -> Vec<PciChange> {
+            Vec::new()
+        }
+        fn bar_read(&mut self, index: u8, _: u64, data: &mut [u8]) {
+            data.fill(index);
+        }
+    }
+
+    #[test]
+    fn bars_follow_the_guest_and_never_cover_other_devices() {
+        let root = Arc::new(PciRoot::new());
+        let bdf = Bdf::new(0, 2, 0);
+        root.add(bdf, Arc::new(Mutex::new(Endpoint))).unwrap();
+        let p = Platform {
+            pci: Some(root),
+            ..Default::default()
+        };
+        let bar = |index, kind, new| Effect::Pci {
+            bdf,
+            change: PciChange::Bar {
+                index,
+                kind,
+                size: 0x1000,
+                old: None,
+                new,
+            },
+        };
+        let mem = BarKind::Mem32 {
+            prefetchable: false,
+        };
+        p.apply(Effects::one(bar(2, mem, Some(0xc000_0000))));
+        let mut b = [0u8; 4];
+        assert!(p.buses.mmio.read(0xc000_0010, &mut b));
+        assert_eq!(b, [2; 4]);
+        p.apply(Effects::one(bar(2, mem, Some(0xc001_0000))));
+        assert!(!p.buses.mmio.read(0xc000_0010, &mut b));
+        assert!(p.buses.mmio.read(0xc001_0010, &mut b));
+        p.apply(Effects::one(bar(0, BarKind::Io, Some(0xc000))));
+        assert!(p.buses.pio.read(0xc004, &mut b[..1]));
+        // Over another device: refused; disabling then removes nothing else.
+        p.buses
+            .mmio
+            .insert(0xfee0_0000, 0x1000, Arc::new(Mutex::new(Probe::default())))
+            .unwrap();
+        p.apply(Effects::one(bar(2, mem, Some(0xfee0_0000))));
+        assert!(!p.buses.mmio.read(0xc001_0010, &mut b));
+        p.apply(Effects::one(bar(2, mem, None)));
+        assert!(
+            p.buses.mmio.read(0xfee0_0000, &mut b),
+            "the other device is untouched"
+        );
     }
 
     #[test]
