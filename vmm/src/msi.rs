@@ -29,11 +29,20 @@ struct Vector {
     irqfd: Option<Arc<EventFd>>,
 }
 
+/// Vectors by (function, vector number).
+type Vectors = BTreeMap<(Bdf, u16), Vector>;
+
+#[derive(Debug)]
+struct State {
+    next_gsi: u32,
+    vectors: Vectors,
+}
+
 /// Routes MSI vectors through KVM.
 #[derive(Debug)]
 pub struct MsiRouter {
     vm: Arc<VmFd>,
-    vectors: Mutex<(u32, BTreeMap<(Bdf, u16), Vector>)>,
+    state: Mutex<State>,
 }
 
 /// The KVM routing entry delivering `message` on `gsi`.
@@ -67,11 +76,14 @@ impl MsiRouter {
     pub fn new(vm: Arc<VmFd>) -> Self {
         Self {
             vm,
-            vectors: Mutex::new((IOAPIC_PINS, BTreeMap::new())),
+            state: Mutex::new(State {
+                next_gsi: IOAPIC_PINS,
+                vectors: BTreeMap::new(),
+            }),
         }
     }
 
-    fn install(&self, vectors: &BTreeMap<(Bdf, u16), Vector>) -> Result<(), KvmError> {
+    fn install(&self, vectors: &Vectors) -> Result<(), KvmError> {
         let entries = table(vectors.values().map(|v| (v.gsi, &v.message)));
         let routing = KvmIrqRouting::from_entries(&entries).map_err(|_| {
             KvmError::Ioctl(
@@ -84,12 +96,11 @@ impl MsiRouter {
             .map_err(|e| KvmError::Ioctl("set the interrupt routing", e))
     }
 
-    fn vector<'a>(
-        next: &mut u32,
-        vectors: &'a mut BTreeMap<(Bdf, u16), Vector>,
-        bdf: Bdf,
-        vector: u16,
-    ) -> Result<&'a mut Vector, KvmError> {
+    fn vector(state: &mut State, bdf: Bdf, vector: u16) -> Result<&mut Vector, KvmError> {
+        let State {
+            next_gsi: next,
+            vectors,
+        } = state;
         if !vectors.contains_key(&(bdf, vector)) {
             if vectors.len() + legacy_gsi_routes().len() >= MAX_ROUTES {
                 return Err(KvmError::Ioctl(
@@ -117,23 +128,21 @@ impl MsiRouter {
         vector: u16,
         message: Option<MsiMessage>,
     ) -> Result<(), KvmError> {
-        let mut guard = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
-        let (next, vectors) = &mut *guard;
-        let v = Self::vector(next, vectors, bdf, vector)?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let v = Self::vector(&mut state, bdf, vector)?;
         if v.message == message {
             return Ok(());
         }
         v.message = message;
-        self.install(vectors)
+        self.install(&state.vectors)
     }
 
     /// The eventfd that raises vector `vector` of `bdf` (an irqfd on its
     /// GSI; created on first use). Writing it while the vector has no
     /// route delivers nothing, as a masked MSI.
     pub fn irqfd(&self, bdf: Bdf, vector: u16) -> Result<Arc<EventFd>, KvmError> {
-        let mut guard = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
-        let (next, vectors) = &mut *guard;
-        let v = Self::vector(next, vectors, bdf, vector)?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let v = Self::vector(&mut state, bdf, vector)?;
         if let Some(fd) = &v.irqfd {
             return Ok(fd.clone());
         }
@@ -153,8 +162,11 @@ impl MsiRouter {
 
     /// (GSI, message) of a vector, for logs and tests.
     pub fn route(&self, bdf: Bdf, vector: u16) -> Option<(u32, Option<MsiMessage>)> {
-        let guard = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
-        guard.1.get(&(bdf, vector)).map(|v| (v.gsi, v.message))
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .vectors
+            .get(&(bdf, vector))
+            .map(|v| (v.gsi, v.message))
     }
 }
 
