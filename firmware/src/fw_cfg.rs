@@ -217,15 +217,15 @@ impl KernelItems {
     /// header and computes the addresses, as QEMU does on a PC machine
     /// whose RAM below 4 GiB ends at `layout.low_ram_end()`.
     pub fn from_bzimage(
-        kernel: &[u8],
+        kernel: Vec<u8>,
         initrd: Option<Vec<u8>>,
         cmdline: &str,
         layout: &MemoryLayout,
     ) -> Result<Self, FwCfgContentError> {
-        if kernel.len() < HDR_END || u32_at(kernel, HDR_MAGIC) != HDR_MAGIC_VALUE {
+        if kernel.len() < HDR_END || u32_at(&kernel, HDR_MAGIC) != HDR_MAGIC_VALUE {
             return Err(FwCfgContentError::NotBzImage);
         }
-        let protocol = u16_at(kernel, HDR_VERSION);
+        let protocol = u16_at(&kernel, HDR_VERSION);
         if protocol < 0x202 {
             return Err(FwCfgContentError::ProtocolTooOld(protocol));
         }
@@ -250,11 +250,11 @@ impl KernelItems {
 
         // Highest initrd address, as x86_load_linux computes it.
         let mut initrd_max = if protocol >= 0x20c
-            && u16_at(kernel, HDR_XLOADFLAGS) & XLF_CAN_BE_LOADED_ABOVE_4G != 0
+            && u16_at(&kernel, HDR_XLOADFLAGS) & XLF_CAN_BE_LOADED_ABOVE_4G != 0
         {
             u64::from(u32::MAX)
         } else if protocol >= 0x203 {
-            u64::from(u32_at(kernel, HDR_INITRD_ADDR_MAX))
+            u64::from(u32_at(&kernel, HDR_INITRD_ADDR_MAX))
         } else {
             0x37ff_ffff
         };
@@ -263,7 +263,10 @@ impl KernelItems {
             initrd_max = ram_limit.saturating_sub(1);
         }
 
-        let mut setup = kernel[..setup_size].to_vec();
+        // Split in place: the kernel is large, keep one copy of it.
+        let mut kernel = kernel;
+        let rest = kernel.split_off(setup_size);
+        let mut setup = kernel;
         setup[HDR_CMD_LINE_PTR..HDR_CMD_LINE_PTR + 4].copy_from_slice(&CMDLINE_ADDR.to_le_bytes());
         setup[HDR_TYPE_OF_LOADER] = LOADER_TYPE_QEMU;
         setup[HDR_LOADFLAGS] |= CAN_USE_HEAP;
@@ -295,7 +298,7 @@ impl KernelItems {
         Ok(KernelItems {
             protocol,
             setup,
-            kernel: kernel[setup_size..].to_vec(),
+            kernel: rest,
             initrd,
             cmdline: cmdline_bytes,
             setup_addr: SETUP_ADDR,
@@ -309,6 +312,11 @@ impl KernelItems {
     /// little-endian u32. Without an initrd the initrd items are left out
     /// (an absent item reads as size 0).
     pub fn items(&self) -> Vec<(u16, Vec<u8>)> {
+        self.clone().into_items()
+    }
+
+    /// The fw_cfg items, moving the data out (no copy of the kernel).
+    pub fn into_items(self) -> Vec<(u16, Vec<u8>)> {
         // Sizes were checked to fit in u32 by from_bzimage.
         let size = |len: usize| (len as u32).to_le_bytes().to_vec();
         let mut items = vec![
@@ -317,20 +325,20 @@ impl KernelItems {
                 self.cmdline_addr.to_le_bytes().to_vec(),
             ),
             (FW_CFG_CMDLINE_SIZE, size(self.cmdline.len())),
-            (FW_CFG_CMDLINE_DATA, self.cmdline.clone()),
+            (FW_CFG_CMDLINE_DATA, self.cmdline),
         ];
-        if let Some(initrd) = &self.initrd {
+        if let Some(initrd) = self.initrd {
             items.push((FW_CFG_INITRD_ADDR, self.initrd_addr.to_le_bytes().to_vec()));
             items.push((FW_CFG_INITRD_SIZE, size(initrd.len())));
-            items.push((FW_CFG_INITRD_DATA, initrd.clone()));
+            items.push((FW_CFG_INITRD_DATA, initrd));
         }
         items.extend([
             (FW_CFG_KERNEL_ADDR, self.kernel_addr.to_le_bytes().to_vec()),
             (FW_CFG_KERNEL_SIZE, size(self.kernel.len())),
-            (FW_CFG_KERNEL_DATA, self.kernel.clone()),
+            (FW_CFG_KERNEL_DATA, self.kernel),
             (FW_CFG_SETUP_ADDR, self.setup_addr.to_le_bytes().to_vec()),
             (FW_CFG_SETUP_SIZE, size(self.setup.len())),
-            (FW_CFG_SETUP_DATA, self.setup.clone()),
+            (FW_CFG_SETUP_DATA, self.setup),
         ]);
         items
     }
@@ -408,8 +416,13 @@ mod tests {
         let layout = MemoryLayout::new(GIB).unwrap();
         let image = bzimage(27, 0x020f, 10_000);
         let initrd = vec![0x5a; 5000];
-        let k = KernelItems::from_bzimage(&image, Some(initrd.clone()), "console=ttyS0", &layout)
-            .unwrap();
+        let k = KernelItems::from_bzimage(
+            image.clone(),
+            Some(initrd.clone()),
+            "console=ttyS0",
+            &layout,
+        )
+        .unwrap();
         let setup_size = 28 * 512;
         assert_eq!(k.protocol, 0x020f);
         assert_eq!(k.setup.len(), setup_size);
@@ -458,23 +471,24 @@ mod tests {
         let mut image = bzimage(4, 0x0206, 100);
         image[HDR_INITRD_ADDR_MAX..HDR_INITRD_ADDR_MAX + 4]
             .copy_from_slice(&0x0100_0000u32.to_le_bytes());
-        let k = KernelItems::from_bzimage(&image, Some(vec![1; 0x1000]), "", &layout).unwrap();
+        let k =
+            KernelItems::from_bzimage(image.clone(), Some(vec![1; 0x1000]), "", &layout).unwrap();
         assert_eq!(k.initrd_addr, 0x0100_0000 - 0x1000);
         assert!(matches!(
-            KernelItems::from_bzimage(&image, Some(vec![1; 0x0100_0000]), "", &layout),
+            KernelItems::from_bzimage(image.clone(), Some(vec![1; 0x0100_0000]), "", &layout),
             Err(FwCfgContentError::InitrdTooLarge { .. })
         ));
         // XLF_CAN_BE_LOADED_ABOVE_4G: the RAM limit applies.
         let mut image = bzimage(4, 0x020c, 100);
         image[HDR_XLOADFLAGS] = XLF_CAN_BE_LOADED_ABOVE_4G as u8;
         let big = MemoryLayout::new(8 * GIB).unwrap();
-        let k = KernelItems::from_bzimage(&image, Some(vec![1; 10]), "", &big).unwrap();
+        let k = KernelItems::from_bzimage(image.clone(), Some(vec![1; 10]), "", &big).unwrap();
         assert_eq!(
             u64::from(k.initrd_addr),
             (big.low_ram_end() - ACPI_DATA_SIZE - 1 - 10) & !0xfff
         );
         // No initrd: no initrd items, header untouched there.
-        let k = KernelItems::from_bzimage(&image, None, "x", &big).unwrap();
+        let k = KernelItems::from_bzimage(image.clone(), None, "x", &big).unwrap();
         let items = k.items();
         assert!(item(&items, FW_CFG_INITRD_SIZE).is_none());
         assert_eq!(
@@ -488,7 +502,7 @@ mod tests {
     fn setup_sects_zero_means_four() {
         let layout = MemoryLayout::new(GIB).unwrap();
         let image = bzimage(0, 0x0202, 700);
-        let k = KernelItems::from_bzimage(&image, None, "", &layout).unwrap();
+        let k = KernelItems::from_bzimage(image.clone(), None, "", &layout).unwrap();
         assert_eq!(k.setup.len(), 5 * 512);
         assert_eq!(k.kernel.len(), 700);
         assert_eq!(k.cmdline, b"\0");
@@ -497,7 +511,7 @@ mod tests {
     #[test]
     fn rejects_non_bzimages() {
         let layout = MemoryLayout::new(GIB).unwrap();
-        let from = |img: &[u8]| KernelItems::from_bzimage(img, None, "", &layout);
+        let from = |img: &[u8]| KernelItems::from_bzimage(img.to_vec(), None, "", &layout);
         assert_eq!(from(&[]), Err(FwCfgContentError::NotBzImage));
         assert_eq!(from(&[0u8; 0x1000]), Err(FwCfgContentError::NotBzImage));
         let elf = {
@@ -519,7 +533,7 @@ mod tests {
             Err(FwCfgContentError::SetupTooLarge { .. })
         ));
         assert_eq!(
-            KernelItems::from_bzimage(&bzimage(4, 0x020f, 10), None, "a\0b", &layout),
+            KernelItems::from_bzimage(bzimage(4, 0x020f, 10), None, "a\0b", &layout),
             Err(FwCfgContentError::CmdlineNul)
         );
         // Exactly the setup, no kernel: accepted (empty kernel).
@@ -551,7 +565,7 @@ mod tests {
             return;
         };
         let layout = MemoryLayout::new(GIB).unwrap();
-        let k = KernelItems::from_bzimage(&image, None, "console=ttyS0", &layout).unwrap();
+        let k = KernelItems::from_bzimage(image.clone(), None, "console=ttyS0", &layout).unwrap();
         assert!(k.protocol >= 0x20c, "{path:?}");
         assert_eq!(k.setup.len() + k.kernel.len(), image.len());
         // The kernel part of a bzImage starts with the compressed payload's

@@ -43,19 +43,15 @@ const MMIO32_END: u64 = 0xfc00_0000;
 /// always fits the size announced at boot.
 const ACPI_TABLES_RESERVE: usize = 64 << 10;
 
-/// ROM that ignores writes (OVMF code, mapped read-only; a stray write to
-/// it exits and lands here).
-struct Rom(Vec<u8>);
+/// Behind the firmware code's read-only memory slot: KVM serves reads from
+/// the slot (mapped for the VM's whole life), so only guest writes exit,
+/// and they land here and are dropped, as writes to ROM are. Reads can
+/// only arrive if the slot is gone, and then see an open bus.
+struct RomWrites;
 
-impl BusDevice for Rom {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset + i as u64)
-                .ok()
-                .and_then(|o| self.0.get(o))
-                .copied()
-                .unwrap_or(0xff);
-        }
+impl BusDevice for RomWrites {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
     }
 
     fn write(&mut self, _offset: u64, _data: &[u8]) -> Effects {
@@ -125,8 +121,9 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
     platform.buses.mmio.insert(
         code_range.start,
         code.len() as u64,
-        Arc::new(Mutex::new(Rom(code))),
+        Arc::new(Mutex::new(RomWrites)),
     )?;
+    drop(code);
 
     // OVMF variables: CFI flash, mapped as memory while it reads as an array.
     let vars_range = flash.vars_range();
@@ -237,14 +234,14 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
         let kernel_bytes = read("kernel", &k.kernel)?;
         let initrd = k.initrd.as_deref().map(|p| read("initrd", p)).transpose()?;
         let items =
-            firmware::fw_cfg::KernelItems::from_bzimage(&kernel_bytes, initrd, &k.cmdline, layout)
+            firmware::fw_cfg::KernelItems::from_bzimage(kernel_bytes, initrd, &k.cmdline, layout)
                 .map_err(|e| {
-                    Error::Boot(crate::boot::BootError::Unbootable(
-                        k.kernel.clone(),
-                        e.to_string(),
-                    ))
-                })?;
-        for (key, bytes) in items.items() {
+                Error::Boot(crate::boot::BootError::Unbootable(
+                    k.kernel.clone(),
+                    e.to_string(),
+                ))
+            })?;
+        for (key, bytes) in items.into_items() {
             fw.add_item(key, bytes).map_err(fw_err)?;
         }
     }
