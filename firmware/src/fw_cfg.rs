@@ -263,10 +263,11 @@ impl KernelItems {
             initrd_max = ram_limit.saturating_sub(1);
         }
 
-        // Split in place: the kernel is large, keep one copy of it.
-        let mut kernel = kernel;
-        let rest = kernel.split_off(setup_size);
-        let mut setup = kernel;
+        // Keep one copy of the (large) kernel: copy the small setup out and
+        // drop it from the front of the buffer in place.
+        let mut setup = kernel[..setup_size].to_vec();
+        let mut rest = kernel;
+        rest.drain(..setup_size);
         setup[HDR_CMD_LINE_PTR..HDR_CMD_LINE_PTR + 4].copy_from_slice(&CMDLINE_ADDR.to_le_bytes());
         setup[HDR_TYPE_OF_LOADER] = LOADER_TYPE_QEMU;
         setup[HDR_LOADFLAGS] |= CAN_USE_HEAP;

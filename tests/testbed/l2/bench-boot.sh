@@ -29,16 +29,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=vmm.sh
 . "$HERE/vmm.sh"
 
-CACHE="" LOGDIR=""
-while [ $# -gt 0 ]; do
-  case $1 in
-    --cache) CACHE=$2; shift ;;
-    --logdir) LOGDIR=$2; shift ;;
-    *) echo "usage: $0 --cache DIR --logdir DIR" >&2; exit 2 ;;
-  esac
-  shift
-done
-{ [ -n "$CACHE" ] && [ -n "$LOGDIR" ]; } || { echo "usage: $0 --cache DIR --logdir DIR" >&2; exit 2; }
+parse_l2_args "$@"
 K=$CACHE/l2/vmlinuz
 I=$CACHE/l2/initrd.gz
 N=${BENCH_N:-3}

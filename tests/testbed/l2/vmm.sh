@@ -22,6 +22,21 @@
 #   event, which fires only for a guest power-off), --expect-serial and
 #   --timeout are done by polling the serial log file, --serial file=/stdio.
 
+# parse_l2_args --cache DIR --logdir DIR: sets CACHE and LOGDIR (the
+# arguments every L2 script takes) or exits with the usage line.
+parse_l2_args() {
+  CACHE="" LOGDIR=""
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --cache) CACHE=$2; shift ;;
+      --logdir) LOGDIR=$2; shift ;;
+      *) echo "usage: $0 --cache DIR --logdir DIR" >&2; exit 2 ;;
+    esac
+    shift
+  done
+  { [ -n "$CACHE" ] && [ -n "$LOGDIR" ]; } || { echo "usage: $0 --cache DIR --logdir DIR" >&2; exit 2; }
+}
+
 vmm_name() {
   case ${TESTBED_L2_VMM:-tessera} in
     tessera) echo tessera ;;

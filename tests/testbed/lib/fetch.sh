@@ -216,33 +216,18 @@ build_shim() {
   cc -shared -fPIC -O2 -o "$out" "$src" -ldl || die "compiling $src failed (needs a C compiler)"
 }
 
-build_l1_initrd() {
-  local d=$CACHE/l1 h t
-  h=$(inputs_hash "$TB_DIR/l1/init.sh" "$d/modules.order" "$d/.version" "$CACHE/pkg/.version")
+# build_initrd ROLE: busybox, ROLE's modules and ROLE/init.sh as /init, packed
+# into $CACHE/ROLE/initrd.gz; rebuilt only when one of its inputs changed.
+build_initrd() {
+  local role=$1 d=$CACHE/$1 h t
+  h=$(inputs_hash "$TB_DIR/$role/init.sh" "$d/modules.order" "$d/.version" "$CACHE/pkg/.version")
   [ -f "$d/initrd.gz" ] && [ "$(cat "$d/initrd.hash" 2>/dev/null)" = "$h" ] && return 0
   t=$(mktemp -d "$CACHE/ird.XXXXXX")
   mkdir -p "$t/bin" "$t/lib/modules"
   cp "$CACHE/pkg/busybox" "$t/bin/busybox"
   cp "$d"/modules/*.ko "$t/lib/modules/"
   cp "$d/modules.order" "$t/modules.order"
-  install -m 0755 "$TB_DIR/l1/init.sh" "$t/init"
-  pack_initramfs "$t" "$d/initrd.gz"
-  rm -rf "$t"
-  echo "$h" > "$d/initrd.hash"
-  log "built $d/initrd.gz ($(du -k "$d/initrd.gz" | cut -f1) KiB)"
-}
-
-# The base L2 image: busybox + l2/init.sh.  Cheap; rebuilt when init changes.
-build_l2_initrd() {
-  local d=$CACHE/l2 h t
-  h=$(inputs_hash "$TB_DIR/l2/init.sh" "$CACHE/pkg/.version" "$d/modules.order" "$d/.version")
-  [ -f "$d/initrd.gz" ] && [ "$(cat "$d/initrd.hash" 2>/dev/null)" = "$h" ] && return 0
-  t=$(mktemp -d "$CACHE/ird.XXXXXX")
-  mkdir -p "$t/bin" "$t/lib/modules"
-  cp "$CACHE/pkg/busybox" "$t/bin/busybox"
-  cp "$d"/modules/*.ko "$t/lib/modules/"
-  cp "$d/modules.order" "$t/modules.order"
-  install -m 0755 "$TB_DIR/l2/init.sh" "$t/init"
+  install -m 0755 "$TB_DIR/$role/init.sh" "$t/init"
   pack_initramfs "$t" "$d/initrd.gz"
   rm -rf "$t"
   echo "$h" > "$d/initrd.hash"
@@ -272,8 +257,8 @@ cmd_fetch() {
   fetch_ovmf "$(lock_field "$lockfile" ovmf 3)"
   [ "$lockfile" = "$LOCK" ] || mv "$LOCK.new" "$LOCK"
   build_shim
-  build_l1_initrd
-  build_l2_initrd
+  build_initrd l1
+  build_initrd l2
   log "artefacts ready in $CACHE"
   print_lock
 }
@@ -288,6 +273,6 @@ ensure_artifacts() {
   command -v "${TESTBED_QEMU:-qemu-system-x86_64}" >/dev/null ||
     { log "no L0 QEMU: running fetch"; cmd_fetch "" >/dev/null; return; }
   build_shim
-  build_l1_initrd
-  build_l2_initrd
+  build_initrd l1
+  build_initrd l2
 }
