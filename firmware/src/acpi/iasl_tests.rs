@@ -108,6 +108,22 @@ fn write_tables(dir: &ScratchDir, p: &PlacedTables) -> Vec<String> {
     names
 }
 
+/// `iasl -d NAME.dat` in `dir`: must succeed without errors or warnings,
+/// and the disassembly must show no bad checksum or invalid field.
+/// Returns the disassembly.
+fn disassemble_clean(dir: &ScratchDir, name: &str) -> String {
+    let (ok, text) = run(&dir.0, "iasl", &["-d", &format!("{name}.dat")]);
+    assert!(ok, "iasl -d {name}.dat failed:\n{text}");
+    for bad in ["Error", "Warning", "not contain a valid"] {
+        assert!(!text.contains(bad), "iasl -d {name}.dat:\n{text}");
+    }
+    let dsl = std::fs::read_to_string(dir.path(&format!("{name}.dsl"))).unwrap();
+    for bad in ["Incorrect", "Invalid", "****"] {
+        assert!(!dsl.contains(bad), "{name}.dsl contains {bad}:\n{dsl}");
+    }
+    dsl
+}
+
 #[test]
 fn iasl_disassembles_and_recompiles_every_table() {
     if !have("iasl") {
@@ -119,15 +135,7 @@ fn iasl_disassembles_and_recompiles_every_table() {
     assert_eq!(names, ["FACP", "FACS", "DSDT", "APIC", "XSDT"]);
 
     for name in &names {
-        let (ok, text) = run(&dir.0, "iasl", &["-d", &format!("{name}.dat")]);
-        assert!(ok, "iasl -d {name}.dat failed:\n{text}");
-        for bad in ["Error", "Warning", "not contain a valid"] {
-            assert!(!text.contains(bad), "iasl -d {name}.dat:\n{text}");
-        }
-        let dsl = std::fs::read_to_string(dir.path(&format!("{name}.dsl"))).unwrap();
-        for bad in ["Incorrect", "Invalid", "****"] {
-            assert!(!dsl.contains(bad), "{name}.dsl contains {bad}:\n{dsl}");
-        }
+        let dsl = disassemble_clean(&dir, name);
 
         let original = p.find(&name.as_bytes().try_into().unwrap()).unwrap();
         let recompiled = compile(&dir, &format!("{name}.dsl"), &format!("re-{name}"));
@@ -253,33 +261,8 @@ fn summary_count_parses_iasl_output() {
     assert_eq!(summary_count("nothing", "Errors"), None);
 }
 
-/// The Q35 machine as Debian 12's OVMF (edk2-stable202211) programs it:
-/// ECAM at 0xb0000000 (256 buses), 32-bit window 0xc0000000..0xfc000000,
-/// and a 32 GiB 64-bit window at 32 GiB.
-fn q35_config() -> AcpiConfig {
-    let mut pci = PciHostConfig::q35(
-        0xb000_0000,
-        MmioWindow {
-            base: 0xc000_0000,
-            size: 0x3c00_0000,
-        },
-    );
-    pci.mmio64 = Some(MmioWindow {
-        base: 0x8_0000_0000,
-        size: 0x8_0000_0000,
-    });
-    AcpiConfig {
-        cpu_count: 4,
-        serial_ports: vec![SerialPort::COM1, SerialPort { io: 0x2f8, irq: 3 }],
-        cmos_rtc: true,
-        i8042: true,
-        pci: Some(pci),
-        ..AcpiConfig::default()
-    }
-}
-
 fn placed_q35_for_tools() -> PlacedTables {
-    build(&q35_config())
+    build(&super::tests::q35(4))
         .unwrap()
         .place_at(0xe0000, 0x10000)
         .unwrap()
@@ -314,15 +297,7 @@ fn iasl_disassembles_and_recompiles_the_q35_tables() {
     assert_eq!(names, ["FACP", "FACS", "DSDT", "APIC", "MCFG", "XSDT"]);
 
     for name in &names {
-        let (ok, text) = run(&dir.0, "iasl", &["-d", &format!("{name}.dat")]);
-        assert!(ok, "iasl -d {name}.dat failed:\n{text}");
-        for bad in ["Error", "Warning", "not contain a valid"] {
-            assert!(!text.contains(bad), "iasl -d {name}.dat:\n{text}");
-        }
-        let dsl = std::fs::read_to_string(dir.path(&format!("{name}.dsl"))).unwrap();
-        for bad in ["Incorrect", "Invalid", "****"] {
-            assert!(!dsl.contains(bad), "{name}.dsl contains {bad}:\n{dsl}");
-        }
+        let dsl = disassemble_clean(&dir, name);
         if name == "DSDT" {
             compile_q35_dsdt(&dir);
             for want in [

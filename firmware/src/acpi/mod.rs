@@ -761,8 +761,9 @@ mod tests {
     }
 
     /// The Q35 machine as Debian 12's OVMF (edk2-stable202211) sets it up:
-    /// ECAM at 0xb0000000, 32-bit window 0xc0000000..0xfc000000.
-    fn q35(cpu_count: u32) -> AcpiConfig {
+    /// ECAM at 0xb0000000 (256 buses), 32-bit window 0xc0000000..0xfc000000,
+    /// and a 32 GiB 64-bit window at 32 GiB. Shared with the iasl tests.
+    pub(super) fn q35(cpu_count: u32) -> AcpiConfig {
         let mut pci = PciHostConfig::q35(
             0xb000_0000,
             MmioWindow {
