@@ -133,6 +133,29 @@ impl CpuTopology {
     }
 }
 
+/// The physical address width leaf 0x8000_0008 reports (EAX bits 7:0).
+pub fn phys_bits(entries: &[kvm_cpuid_entry2]) -> Option<u8> {
+    entries
+        .iter()
+        .find(|e| e.function == LEAF_ADDRESS_SIZES)
+        .map(|e| (e.eax & 0xff) as u8)
+        .filter(|&b| b > 0)
+}
+
+/// Lower the physical address width leaf 0x8000_0008 reports to at most
+/// `bits` (e.g. the host IOMMU's width); wider values are left alone.
+pub fn limit_phys_bits(entries: &mut [kvm_cpuid_entry2], bits: u8) {
+    for e in entries
+        .iter_mut()
+        .filter(|e| e.function == LEAF_ADDRESS_SIZES)
+    {
+        let have = (e.eax & 0xff) as u8;
+        if have > bits {
+            e.eax = (e.eax & !0xff) | u32::from(bits);
+        }
+    }
+}
+
 /// Reads the vendor from leaf 0.
 pub fn cpu_vendor(entries: &[kvm_cpuid_entry2]) -> CpuVendor {
     let Some(leaf0) = entries.iter().find(|e| e.function == LEAF_VENDOR) else {

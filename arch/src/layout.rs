@@ -224,6 +224,12 @@ impl MemoryLayout {
         (size > 0).then_some((HIGH_RAM_START, size))
     }
 
+    /// End (exclusive) of the highest RAM range.
+    pub fn ram_end(&self) -> u64 {
+        self.high_ram()
+            .map_or(self.low_ram_end, |(start, size)| start + size)
+    }
+
     /// Every RAM range as `(start, size)`, ascending: what to mmap as guest memory.
     pub fn ram_regions(&self) -> Vec<(u64, u64)> {
         let mut regions = vec![(0, self.low_ram_end)];

@@ -9,9 +9,11 @@
 #![deny(missing_docs)]
 
 pub mod acpi_pm;
+pub mod interrupt;
 pub mod legacy;
 pub mod pci;
 pub mod q35;
+pub mod vfio;
 
 use std::io;
 
@@ -42,6 +44,14 @@ pub enum Effect {
         /// What changed.
         change: pci::PciChange,
     },
+    /// A chipset window moved: it now decodes at `new` (base, length), or
+    /// nowhere.
+    Window {
+        /// Which window.
+        window: Window,
+        /// Where it decodes now.
+        new: Option<(u64, u64)>,
+    },
     /// A flash device switched between read-array mode (its contents can
     /// be mapped as read-only memory, no exits) and command mode (every
     /// access must reach the device).
@@ -49,6 +59,18 @@ pub enum Effect {
         /// True in read-array mode.
         read_array: bool,
     },
+}
+
+/// An address window of the chipset that the guest places by programming
+/// a register, and that the VMM maps on a bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// The PCI Express configuration window (ECAM; the Q35 MCH's PCIEXBAR),
+    /// on the MMIO bus.
+    Ecam,
+    /// The ACPI PM I/O block (the ICH9 LPC's PMBASE and ACPI_EN), on the
+    /// port bus.
+    AcpiPm,
 }
 
 /// The effects of one write. Empty for almost every write; an empty

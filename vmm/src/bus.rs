@@ -49,6 +49,23 @@ pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 struct Entry {
     len: u64,
     device: SharedDevice,
+    stats: Arc<RangeStats>,
+}
+
+/// The accesses one registered range took (for `--stats`); kept after the
+/// range is removed, so a BAR the guest moved still shows its exits.
+#[derive(Debug)]
+pub struct RangeStats {
+    /// What the range is (`COM1`, `vfio 0000:01:10.0 BAR3 msix-table`).
+    pub name: String,
+    /// Where it was registered.
+    pub base: u64,
+    /// Its length.
+    pub len: u64,
+    /// Reads dispatched to it.
+    pub reads: AtomicU64,
+    /// Writes dispatched to it.
+    pub writes: AtomicU64,
 }
 
 /// One address space (port I/O or MMIO).
@@ -56,6 +73,7 @@ struct Entry {
 pub struct Bus {
     name: &'static str,
     ranges: RwLock<BTreeMap<u64, Entry>>,
+    history: Mutex<Vec<Arc<RangeStats>>>,
     unclaimed_reads: AtomicU64,
     unclaimed_writes: AtomicU64,
 }
@@ -79,8 +97,20 @@ impl Bus {
         }
     }
 
-    /// Register `device` for `[base, base + len)`.
-    pub fn insert(&self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
+    /// The bus's name ("pio", "mmio").
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Register `device`, called `name` in statistics, for
+    /// `[base, base + len)`.
+    pub fn insert(
+        &self,
+        base: u64,
+        len: u64,
+        name: impl Into<String>,
+        device: SharedDevice,
+    ) -> Result<(), BusError> {
         let end = base
             .checked_add(len)
             .filter(|_| len > 0)
@@ -91,8 +121,27 @@ impl Bus {
                 return Err(BusError::Overlap { base, len, other });
             }
         }
-        ranges.insert(base, Entry { len, device });
+        let stats = Arc::new(RangeStats {
+            name: name.into(),
+            base,
+            len,
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        });
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stats.clone());
+        ranges.insert(base, Entry { len, device, stats });
         Ok(())
+    }
+
+    /// The base of a registered range that overlaps `[base, base + len)`.
+    pub fn overlapping(&self, base: u64, len: u64) -> Option<u64> {
+        let end = base.checked_add(len)?;
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
+        let (&other, e) = ranges.range(..end).next_back()?;
+        (other + e.len > base).then_some(other)
     }
 
     /// Remove the device registered at exactly `base`.
@@ -104,17 +153,26 @@ impl Bus {
             .ok_or(BusError::NotFound(base))
     }
 
-    fn lookup(&self, addr: u64, len: usize) -> Option<(u64, SharedDevice)> {
+    fn lookup(&self, addr: u64, len: usize) -> Option<(u64, SharedDevice, Arc<RangeStats>)> {
         let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
         let (&base, e) = ranges.range(..=addr).next_back()?;
         let end = addr.checked_add(len as u64)?;
-        (end <= base + e.len).then(|| (base, e.device.clone()))
+        (end <= base + e.len).then(|| (base, e.device.clone(), e.stats.clone()))
+    }
+
+    /// Every range ever registered, with the accesses it took.
+    pub fn range_stats(&self) -> Vec<Arc<RangeStats>> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Dispatch a read; returns false (and fills all-ones) when unclaimed.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.lookup(addr, data.len()) {
-            Some((base, dev)) => {
+            Some((base, dev, stats)) => {
+                stats.reads.fetch_add(1, Ordering::Relaxed);
                 lock(&dev).read(addr - base, data);
                 true
             }
@@ -139,7 +197,10 @@ impl Bus {
         match self.lookup(addr, data.len()) {
             // The device lock and the bus read lock are released before
             // the caller applies the effects (which may need the write lock).
-            Some((base, dev)) => Some(lock(&dev).write(addr - base, data)),
+            Some((base, dev, stats)) => {
+                stats.writes.fetch_add(1, Ordering::Relaxed);
+                Some(lock(&dev).write(addr - base, data))
+            }
             None => {
                 let n = self.unclaimed_writes.fetch_add(1, Ordering::Relaxed);
                 if n < 16 {
@@ -206,7 +267,7 @@ pub(crate) mod tests {
     fn dispatch_offsets_and_unclaimed() {
         let bus = Bus::new("t");
         let probe = Arc::new(Mutex::new(Probe::default()));
-        bus.insert(0x3f8, 8, probe.clone()).unwrap();
+        bus.insert(0x3f8, 8, "probe", probe.clone()).unwrap();
         let mut b = [0u8; 1];
         assert!(bus.read(0x3fd, &mut b));
         assert_eq!(b, [5]);
@@ -219,33 +280,42 @@ pub(crate) mod tests {
         assert!(!bus.read(0x3fe, &mut w));
         assert!(bus.write(0x10, &[1]).is_none());
         assert_eq!(bus.unclaimed(), (2, 1));
+        let st = &bus.range_stats()[0];
+        assert_eq!(
+            (
+                st.name.as_str(),
+                st.reads.load(Ordering::Relaxed),
+                st.writes.load(Ordering::Relaxed)
+            ),
+            ("probe", 1, 1)
+        );
     }
 
     #[test]
     fn overlaps_are_refused() {
         let bus = Bus::new("t");
         let d = || Arc::new(Mutex::new(Probe::default()));
-        bus.insert(0x100, 0x10, d()).unwrap();
+        bus.insert(0x100, 0x10, "d", d()).unwrap();
         assert!(matches!(
-            bus.insert(0x108, 4, d()),
+            bus.insert(0x108, 4, "d", d()),
             Err(BusError::Overlap { .. })
         ));
         assert!(matches!(
-            bus.insert(0xf8, 9, d()),
+            bus.insert(0xf8, 9, "d", d()),
             Err(BusError::Overlap { .. })
         ));
-        bus.insert(0xf8, 8, d()).unwrap();
-        bus.insert(0x110, 1, d()).unwrap();
+        bus.insert(0xf8, 8, "d", d()).unwrap();
+        bus.insert(0x110, 1, "d", d()).unwrap();
         assert!(matches!(
-            bus.insert(0, 0, d()),
+            bus.insert(0, 0, "d", d()),
             Err(BusError::InvalidRange { .. })
         ));
         assert!(matches!(
-            bus.insert(u64::MAX, 2, d()),
+            bus.insert(u64::MAX, 2, "d", d()),
             Err(BusError::InvalidRange { .. })
         ));
         bus.remove(0x100).unwrap();
         assert_eq!(bus.remove(0x100).err(), Some(BusError::NotFound(0x100)));
-        bus.insert(0x104, 4, d()).unwrap();
+        bus.insert(0x104, 4, "d", d()).unwrap();
     }
 }

@@ -70,6 +70,12 @@ pub enum ConfigError {
     /// `--fw-cfg` value not understood.
     #[error("invalid --fw-cfg '{0}': {1}")]
     BadFwCfg(String, &'static str),
+    /// `--device` value not understood.
+    #[error("invalid --device '{0}': {1}")]
+    BadDevice(String, String),
+    /// `--vfio` value not understood.
+    #[error("invalid --vfio '{0}': use auto, legacy or iommufd")]
+    BadVfioMode(String),
 }
 
 /// Parse a size with an optional binary suffix (K, M, G, T; case-insensitive,
@@ -299,6 +305,80 @@ impl FromStr for FwCfgUserItem {
     }
 }
 
+/// A host PCI function to pass through (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// The function as given: a sysfs path or a BDF.
+    pub path: String,
+    /// An expansion ROM image to present instead of the device's own.
+    pub rom: Option<PathBuf>,
+    /// `rombar=off`: no expansion ROM at all.
+    pub no_rom: bool,
+    /// `x-no-mmap`: trap every BAR access (debugging, measurements).
+    pub no_mmap: bool,
+}
+
+impl FromStr for DeviceSpec {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: String| ConfigError::BadDevice(s.to_string(), why);
+        let mut parts = s.split(',');
+        let path = parts.next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(bad(
+                "give the function as /sys/bus/pci/devices/0000:01:10.0 or 0000:01:10.0".into(),
+            ));
+        }
+        let mut spec = Self {
+            path: path.to_string(),
+            rom: None,
+            no_rom: false,
+            no_mmap: false,
+        };
+        for opt in parts {
+            match opt.split_once('=') {
+                Some(("rom", file)) if !file.is_empty() => spec.rom = Some(PathBuf::from(file)),
+                Some(("rombar", "off" | "0")) => spec.no_rom = true,
+                Some(("rombar", "on" | "1")) => spec.no_rom = false,
+                None if opt == "x-no-mmap" => spec.no_mmap = true,
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option '{opt}': use rom=FILE, rombar=off or x-no-mmap"
+                    )));
+                }
+            }
+        }
+        if spec.rom.is_some() && spec.no_rom {
+            return Err(bad("rom=FILE and rombar=off contradict each other".into()));
+        }
+        Ok(spec)
+    }
+}
+
+/// Which VFIO interface passes devices through (`--vfio`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VfioMode {
+    /// iommufd and the device's cdev when the host has them, else legacy.
+    #[default]
+    Auto,
+    /// The container/group interface (`/dev/vfio/vfio`, `/dev/vfio/N`).
+    Legacy,
+    /// iommufd (`/dev/iommu`) with the device cdev (`/dev/vfio/devices/vfioN`).
+    Iommufd,
+}
+
+impl FromStr for VfioMode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "legacy" => Ok(Self::Legacy),
+            "iommufd" => Ok(Self::Iommufd),
+            _ => Err(ConfigError::BadVfioMode(s.to_string())),
+        }
+    }
+}
+
 /// What the VM boots.
 #[derive(Debug, Clone)]
 pub enum BootSource {
@@ -355,6 +435,12 @@ pub struct VmConfig {
     pub kvm_path: PathBuf,
     /// User fw_cfg items (firmware boot only).
     pub fw_cfg: Vec<FwCfgUserItem>,
+    /// Host PCI functions passed through with VFIO.
+    pub devices: Vec<DeviceSpec>,
+    /// Which VFIO interface to use.
+    pub vfio: VfioMode,
+    /// Print exit statistics at exit (`--stats`).
+    pub stats: bool,
 }
 
 impl VmConfig {
@@ -371,6 +457,9 @@ impl VmConfig {
             debug_exit_port: None,
             kvm_path: PathBuf::from("/dev/kvm"),
             fw_cfg: Vec::new(),
+            devices: Vec::new(),
+            vfio: VfioMode::Auto,
+            stats: false,
         }
     }
 

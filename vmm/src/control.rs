@@ -1,15 +1,12 @@
 //! How the VM is stopped: one place records the first reason and wakes the
 //! event loop, whoever asks (a device on a vCPU thread, a signal, a timer,
 //! the console watcher).
-//!
-//! Also the KVM-backed interrupt lines devices raise.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use devices::{IrqLine, LevelIrqLine, VmControl, VmRequest};
-use kvm_ioctls::VmFd;
+use devices::{VmControl, VmRequest};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Why the VM stopped.
@@ -97,50 +94,6 @@ impl VmControl for Controller {
             VmRequest::Reset => StopReason::Reset,
             VmRequest::DebugExit(v) => StopReason::DebugExit(v),
         });
-    }
-}
-
-/// An edge interrupt through a KVM irqfd.
-#[derive(Debug)]
-pub struct IrqFd {
-    fd: EventFd,
-}
-
-impl IrqFd {
-    /// Register an irqfd for `gsi` on `vm`.
-    pub fn new(vm: &VmFd, gsi: u32) -> io::Result<Self> {
-        let fd = EventFd::new(libc::EFD_NONBLOCK)?;
-        vm.register_irqfd(&fd, gsi)
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-        Ok(Self { fd })
-    }
-}
-
-impl IrqLine for IrqFd {
-    fn trigger(&self) -> io::Result<()> {
-        self.fd.write(1)
-    }
-}
-
-/// A level-triggered line driven with KVM_IRQ_LINE.
-#[derive(Debug)]
-pub struct KvmLevelIrq {
-    vm: Arc<VmFd>,
-    irq: u32,
-}
-
-impl KvmLevelIrq {
-    /// Line `irq` of the in-kernel PIC/IOAPIC.
-    pub fn new(vm: Arc<VmFd>, irq: u32) -> Self {
-        Self { vm, irq }
-    }
-}
-
-impl LevelIrqLine for KvmLevelIrq {
-    fn set_level(&self, asserted: bool) -> io::Result<()> {
-        self.vm
-            .set_irq_line(self.irq, asserted)
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()))
     }
 }
 

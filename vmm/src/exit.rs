@@ -151,7 +151,7 @@ mod tests {
         let buses = Buses::default();
         buses
             .mmio
-            .insert(0xffc0_0000, 0x1000, Arc::new(Mutex::new(Flash)))
+            .insert(0xffc0_0000, 0x1000, "flash", Arc::new(Mutex::new(Flash)))
             .unwrap();
         let sink = Sink::default();
         handle_exit(VcpuExit::MmioWrite(0xffc0_0010, &[0x10]), 0, &buses, &sink);
@@ -170,10 +170,10 @@ mod tests {
     fn buses_with_probe() -> (Buses, Arc<Mutex<Probe>>) {
         let buses = Buses::default();
         let probe = Arc::new(Mutex::new(Probe::default()));
-        buses.pio.insert(0x3f8, 8, probe.clone()).unwrap();
+        buses.pio.insert(0x3f8, 8, "probe", probe.clone()).unwrap();
         buses
             .mmio
-            .insert(0xd000_0000, 0x1000, probe.clone())
+            .insert(0xd000_0000, 0x1000, "probe", probe.clone())
             .unwrap();
         (buses, probe)
     }

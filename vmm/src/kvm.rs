@@ -31,6 +31,17 @@ pub enum KvmError {
     /// A KVM ioctl failed while building the VM.
     #[error("KVM refused to {0}: {1}")]
     Ioctl(&'static str, kvm_ioctls::Error),
+    /// More interrupt routes than KVM can hold.
+    #[error("{0} interrupt routes are more than KVM's limit of 4096")]
+    TooManyRoutes(usize),
+    /// A memory slot request outside its backing mapping (a Tessera bug).
+    #[error("memory slot at {gpa:#x}+{len:#x} does not fit its host mapping")]
+    BadSlot {
+        /// Guest address.
+        gpa: u64,
+        /// Length.
+        len: u64,
+    },
 }
 
 /// Where KVM's private pages for real-mode emulation go on Intel (the TSS
@@ -136,12 +147,8 @@ pub fn legacy_gsi_routes() -> Vec<kvm_irq_routing_entry> {
 }
 
 fn legacy_gsi_routing() -> Result<KvmIrqRouting, KvmError> {
-    KvmIrqRouting::from_entries(&legacy_gsi_routes()).map_err(|_| {
-        KvmError::Ioctl(
-            "build the interrupt routing",
-            kvm_ioctls::Error::new(libc::E2BIG),
-        )
-    })
+    let routes = legacy_gsi_routes();
+    KvmIrqRouting::from_entries(&routes).map_err(|_| KvmError::TooManyRoutes(routes.len()))
 }
 
 /// Register every region of `mem` as a KVM memory slot (slots 0, 1, ...).

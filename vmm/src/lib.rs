@@ -13,15 +13,19 @@ pub mod console;
 pub mod control;
 pub mod event_loop;
 pub mod exit;
+pub mod interrupt;
 pub mod kvm;
 pub mod logger;
 pub mod memory;
-pub mod msi;
+pub mod pci_space;
 pub mod platform;
 mod q35;
 pub mod slots;
+pub mod stats;
 pub mod vcpu;
+pub mod vfio;
 pub mod vm;
+pub mod vm_ops;
 
 use std::sync::Arc;
 
@@ -86,6 +90,12 @@ pub enum Error {
     /// A device could not be set up (a Tessera bug, or a resource limit).
     #[error("device setup: {0}")]
     Device(String),
+    /// A passed-through function cannot be used.
+    #[error(transparent)]
+    Passthrough(#[from] vfio::PassthroughError),
+    /// The PCI address space cannot hold the devices.
+    #[error(transparent)]
+    PciSpace(#[from] pci_space::PciSpaceError),
 }
 
 impl Error {
@@ -102,6 +112,8 @@ impl Error {
             Error::Kvm(K::Missing(_) | K::PermissionDenied(_) | K::MissingCap(_) | K::Open(..)) => {
                 true
             }
+            Error::Passthrough(p) => p.is_user_error(),
+            Error::PciSpace(_) => true,
             Error::Boot(B::Write(..)) => false,
             Error::Boot(_) => true,
             _ => false,

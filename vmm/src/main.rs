@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use vmm::config::{
-    ConfigError, FirmwareConfig, FwCfgUserItem, KernelSpec, parse_size, parse_timeout,
+    ConfigError, DeviceSpec, FirmwareConfig, FwCfgUserItem, KernelSpec, VfioMode, parse_size,
+    parse_timeout,
 };
 use vmm::{BootSource, EXIT_FAILURE, EXIT_USAGE, OnReset, SerialConfig, StopReason, VmConfig};
 
@@ -85,6 +86,18 @@ struct RunArgs {
     /// I/O port of a debug-exit device for test guests (QEMU isa-debug-exit's convention).
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
     debug_exit_port: Option<u16>,
+    /// Pass a host PCI function through with VFIO: a sysfs path
+    /// (/sys/bus/pci/devices/0000:01:10.0) or a BDF (0000:01:10.0), bound to
+    /// vfio-pci; options: rom=FILE (expansion ROM image), rombar=off (no ROM),
+    /// x-no-mmap (trap every BAR access). Repeatable.
+    #[arg(long, value_name = "PATH[,rom=FILE][,rombar=off][,x-no-mmap]")]
+    device: Vec<String>,
+    /// VFIO interface: iommufd when the host has it (auto), or legacy container/group, or iommufd.
+    #[arg(long, default_value = "auto", value_name = "auto|legacy|iommufd")]
+    vfio: String,
+    /// At exit, print VM-exit counts per vCPU and per device range to stderr.
+    #[arg(long)]
+    stats: bool,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "warn", value_name = "LEVEL", value_parser = parse_level)]
     log_level: log::LevelFilter,
@@ -151,6 +164,13 @@ fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
     cfg.expect_serial = args.expect_serial.clone();
     cfg.timeout = args.timeout.as_deref().map(parse_timeout).transpose()?;
     cfg.debug_exit_port = args.debug_exit_port;
+    cfg.devices = args
+        .device
+        .iter()
+        .map(|s| s.parse::<DeviceSpec>())
+        .collect::<Result<_, _>>()?;
+    cfg.vfio = args.vfio.parse::<VfioMode>()?;
+    cfg.stats = args.stats;
     if let Some(dev) = std::env::var_os("TESSERA_KVM_DEVICE") {
         cfg.kvm_path = dev.into();
     }
@@ -215,6 +235,11 @@ fn run(args: &RunArgs) -> ExitCode {
     };
     match vmm::run(&cfg) {
         Ok(report) => {
+            if let Some(stats) = &report.stats {
+                for line in stats.lines() {
+                    eprintln!("{line}");
+                }
+            }
             match &report.reason {
                 StopReason::Timeout => {
                     eprintln!(

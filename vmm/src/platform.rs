@@ -1,24 +1,43 @@
-//! The machine as the vCPUs see it: the buses, and the code that applies
-//! what device writes changed (see [`devices::Effect`]).
+//! The machine as the vCPUs see it: the buses, PCI bus 0, the memory slots
+//! beyond RAM and the MSI router, and the code that applies what device
+//! writes changed (see [`devices::Effect`]).
 //!
 //! Effects are applied on the vCPU thread that caused them, after the
 //! device's lock and the bus's read lock are released, so moving a range
 //! (which takes the bus's write lock) cannot deadlock.
-
-use std::sync::Mutex;
-
-use devices::pci::PciChange;
-use devices::{Effect, Effects};
-use log::{debug, error, warn};
+//!
+//! **BARs.** A [`PciChange::Bar`] only says "BAR `index` of `bdf` changed";
+//! the platform then asks the function for the BAR's current
+//! [`BarLayout`] and maps exactly that: trapped pieces on the PIO or MMIO
+//! bus, host-memory pieces as KVM memory slots. Because the function's
+//! answer is the truth at the time of applying, two vCPUs applying changes
+//! out of order still end with the BAR where the function says it is. A
+//! BAR the guest places over another device, over RAM or off page
+//! alignment (for memory pieces) is never allowed to cover anything: it
+//! stays unmapped or trapped, with an error logged; the guest broke its
+//! own machine, the VMM must not.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use devices::pci::{BarKind, Bdf, PciBarRegion, PciRoot};
+use devices::pci::{
+    BarKind, BarLayout, BarPiece, Bdf, PciBarRegion, PciChange, PciRoot, SharedPciDevice,
+};
+use devices::{Effect, Effects, Window};
+use log::{debug, error, warn};
+use vm_memory::MmapRegion;
 
 use crate::bus::{Bus, Buses, SharedDevice};
-use crate::msi::MsiRouter;
+use crate::interrupt::{MsiRouter, RouteChange};
 use crate::slots::{HostBuffer, Slots};
+use crate::vm_ops::VmOps;
+
+/// Host page size, the granularity of memory slots.
+const PAGE: u64 = 4096;
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A device whose address range the guest can move (ECAM, the ACPI PM
 /// block): where it is now, and the device itself.
@@ -52,11 +71,10 @@ impl Movable {
 
     /// Map at `base` with length `len` (or unmap with `None`) on `bus`.
     /// `len` is capped at the device's own length. A range the guest
-    /// points at an occupied address stays unmapped, with an error logged:
-    /// the guest broke its own machine, the VMM must not.
+    /// points at an occupied address stays unmapped, with an error logged.
     pub fn move_to(&self, bus: &Bus, new: Option<(u64, u64)>, what: &str) {
         let new = new.map(|(b, l)| (b, l.min(self.len)));
-        let mut base = self.base.lock().unwrap_or_else(|e| e.into_inner());
+        let mut base = lock(&self.base);
         if *base == new.map(|(b, _)| b) {
             return;
         }
@@ -66,7 +84,7 @@ impl Movable {
             }
         }
         if let Some((n, len)) = new {
-            match bus.insert(n, len, self.device.clone()) {
+            match bus.insert(n, len, what, self.device.clone()) {
                 Ok(()) => {
                     debug!("{what} now at {n:#x}");
                     *base = Some(n);
@@ -103,33 +121,135 @@ impl std::fmt::Debug for FlashWindow {
     }
 }
 
+/// One mapped piece of a BAR, as the platform holds it.
+#[derive(Debug)]
+enum MappedPiece {
+    /// On a bus at `base`.
+    Trap { io: bool, base: u64 },
+    /// A memory slot; the `Arc` keeps the host mapping alive while mapped.
+    Memory {
+        slot: u32,
+        gpa: u64,
+        _memory: Arc<MmapRegion>,
+    },
+}
+
+#[derive(Debug)]
+struct MappedBar {
+    base: u64,
+    pieces: Vec<MappedPiece>,
+}
+
+/// A BAR piece that was mapped as guest memory (for `--stats`: it never
+/// exits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedRecord {
+    /// The piece's name.
+    pub name: String,
+    /// Guest physical address.
+    pub base: u64,
+    /// Length.
+    pub len: u64,
+}
+
 /// Buses plus the effect applier, shared by every vCPU thread.
-#[derive(Debug, Default)]
 pub struct Platform {
     /// Port and MMIO buses.
     pub buses: Buses,
-    /// KVM slots beyond RAM (firmware boot).
-    pub slots: Option<Slots>,
-    /// The PCI Express configuration window (moved by the MCH's PCIEXBAR).
-    pub ecam: Option<Movable>,
-    /// The ACPI PM block (moved by the LPC's PMBASE).
-    pub acpi_pm: Option<Movable>,
-    /// The UEFI variable flash.
-    pub flash: Option<FlashWindow>,
+    vm: Arc<dyn VmOps>,
+    slots: Slots,
+    pci: Arc<PciRoot>,
+    msi: MsiRouter,
+    windows: HashMap<Window, Movable>,
+    flash: Option<FlashWindow>,
     /// Read-only memory mapped into the guest (firmware code), kept alive
     /// for as long as its slots are mapped.
-    pub rom: Vec<HostBuffer>,
-    /// PCI bus 0, for the BARs its functions decode.
-    pub pci: Option<Arc<PciRoot>>,
-    /// Where each decoding BAR is mapped: (function, BAR) → (I/O?, base).
-    pub bars: Mutex<HashMap<(Bdf, u8), (bool, u64)>>,
-    /// MSI/MSI-X vectors as KVM routes.
-    pub msi: Option<MsiRouter>,
+    rom: Vec<HostBuffer>,
+    bars: Mutex<HashMap<(Bdf, u8), MappedBar>>,
+    mapped_history: Mutex<Vec<MappedRecord>>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("buses", &self.buses)
+            .field("pci", &self.pci)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Platform {
+    /// An empty machine on `vm`: PCI bus 0 with no functions, memory slot
+    /// numbers from `first_free_slot` (the RAM slots come first).
+    pub fn new(vm: Arc<dyn VmOps>, first_free_slot: u32) -> Self {
+        Self {
+            buses: Buses::default(),
+            slots: Slots::new(vm.clone(), first_free_slot),
+            msi: MsiRouter::new(vm.clone()),
+            vm,
+            pci: Arc::new(PciRoot::new()),
+            windows: HashMap::new(),
+            flash: None,
+            rom: Vec::new(),
+            bars: Mutex::new(HashMap::new()),
+            mapped_history: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// PCI bus 0.
+    pub fn pci(&self) -> &Arc<PciRoot> {
+        &self.pci
+    }
+
+    /// The memory slots beyond RAM.
+    pub fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    /// The hypervisor.
+    pub fn vm(&self) -> &Arc<dyn VmOps> {
+        &self.vm
+    }
+
+    /// Put `device` at `bdf` on bus 0 and connect its MSI vectors.
+    pub fn add_pci_function(
+        &self,
+        bdf: Bdf,
+        device: SharedPciDevice,
+    ) -> Result<(), devices::pci::RootError> {
+        if let Some(vectors) = lock(&device).msi_vectors() {
+            self.msi.add_function(bdf, vectors);
+        }
+        self.pci.add(bdf, device)
+    }
+
+    /// `window` is served by `movable` wherever the guest places it.
+    pub fn add_window(&mut self, window: Window, movable: Movable) {
+        self.windows.insert(window, movable);
+    }
+
+    /// Where `window` decodes now.
+    pub fn window_base(&self, window: Window) -> Option<u64> {
+        self.windows.get(&window).and_then(|m| *lock(&m.base))
+    }
+
+    /// The UEFI variable flash window.
+    pub fn set_flash(&mut self, flash: FlashWindow) {
+        self.flash = Some(flash);
+    }
+
+    /// Keep `buffer` (mapped firmware code) alive with the machine.
+    pub fn keep_rom(&mut self, buffer: HostBuffer) {
+        self.rom.push(buffer);
+    }
+
+    /// BAR pieces that were mapped as guest memory at some point.
+    pub fn mapped_history(&self) -> Vec<MappedRecord> {
+        lock(&self.mapped_history).clone()
+    }
+
     fn flash_mode(&self, read_array: bool) {
-        let (Some(flash), Some(slots)) = (&self.flash, &self.slots) else {
+        let Some(flash) = &self.flash else {
             warn!("flash mode change without a mapped flash");
             return;
         };
@@ -140,12 +260,12 @@ impl Platform {
                 .fill(&bytes)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
-                    slots
+                    self.slots
                         .map(flash.slot, flash.gpa, &flash.buffer, true)
                         .map_err(|e| e.to_string())
                 })
         } else {
-            slots
+            self.slots
                 .unmap(flash.slot, flash.gpa)
                 .map_err(|e| e.to_string())
         };
@@ -156,209 +276,190 @@ impl Platform {
         }
     }
 
-    fn pci(&self, bdf: devices::pci::Bdf, change: PciChange) {
-        match change {
-            PciChange::Ecam { new, .. } => match &self.ecam {
-                Some(ecam) => ecam.move_to(&self.buses.mmio, new, "ECAM"),
-                None => warn!("{bdf}: ECAM change on a machine without ECAM"),
-            },
-            PciChange::PmBase { new, .. } => match &self.acpi_pm {
-                Some(pm) => pm.move_to(
-                    &self.buses.pio,
-                    new.map(|b| (u64::from(b), pm.len)),
-                    "ACPI PM block",
-                ),
-                None => warn!("{bdf}: PMBASE change on a machine without a movable PM block"),
-            },
-            PciChange::Bar {
-                index,
-                kind,
-                size,
-                new,
-                ..
-            } => self.bar(bdf, index, kind, size, new),
-            PciChange::Msi { vector, message } => match &self.msi {
-                Some(router) => {
-                    if let Err(e) = router.update(bdf, vector, message) {
-                        error!("{bdf}: MSI vector {vector}: {e}");
-                    }
-                }
-                None => warn!("{bdf}: MSI change on a machine without MSI routing"),
-            },
+    fn window(&self, window: Window, new: Option<(u64, u64)>) {
+        let Some(m) = self.windows.get(&window) else {
+            warn!("{window:?} moved on a machine without it");
+            return;
+        };
+        match window {
+            Window::Ecam => m.move_to(&self.buses.mmio, new, "ECAM"),
+            Window::AcpiPm => m.move_to(&self.buses.pio, new, "ACPI PM block"),
         }
     }
 
-    /// Map BAR `index` of `bdf` at `new` (unmapping where we had it).
-    /// A BAR the guest put over another device stays unmapped (logged):
-    /// the guest broke its own machine, the VMM must not.
-    fn bar(&self, bdf: Bdf, index: u8, kind: BarKind, size: u64, new: Option<u64>) {
-        let Some(root) = &self.pci else {
-            warn!("{bdf}: BAR change on a machine without PCI");
-            return;
-        };
-        let io = kind == BarKind::Io;
-        let bus = |io: bool| {
-            if io {
-                &self.buses.pio
-            } else {
-                &self.buses.mmio
-            }
-        };
-        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((was_io, old)) = bars.remove(&(bdf, index)) {
-            if let Err(e) = bus(was_io).remove(old) {
-                error!("{bdf} BAR{index}: cannot unmap from {old:#x}: {e}");
+    fn bus(&self, io: bool) -> &Bus {
+        if io {
+            &self.buses.pio
+        } else {
+            &self.buses.mmio
+        }
+    }
+
+    fn unmap_bar(&self, bdf: Bdf, index: u8, bar: MappedBar) {
+        for piece in bar.pieces {
+            match piece {
+                MappedPiece::Trap { io, base } => {
+                    if let Err(e) = self.bus(io).remove(base) {
+                        error!("{bdf} BAR{index}: cannot unmap from {base:#x}: {e}");
+                    }
+                }
+                MappedPiece::Memory { slot, gpa, .. } => {
+                    match self.slots.unmap(slot, gpa) {
+                        Ok(()) => self.slots.free(slot),
+                        // The slot stays in use rather than be reused
+                        // while KVM may still map it.
+                        Err(e) => error!("{bdf} BAR{index}: cannot remove slot {slot}: {e}"),
+                    }
+                }
             }
         }
-        let (Some(base), Some(device)) = (new, root.get(bdf)) else {
+    }
+
+    /// Map `layout` of BAR `index` of `bdf`, all or nothing.
+    fn map_bar(
+        &self,
+        bdf: Bdf,
+        index: u8,
+        layout: BarLayout,
+        device: &SharedPciDevice,
+    ) -> Option<MappedBar> {
+        let io = layout.kind == BarKind::Io;
+        let mut mapped = MappedBar {
+            base: layout.base,
+            pieces: Vec::new(),
+        };
+        let mut records = Vec::new();
+        for piece in layout.pieces {
+            let (offset, len) = piece.range();
+            let Some(gpa) = layout.base.checked_add(offset) else {
+                self.unmap_bar(bdf, index, mapped);
+                return None;
+            };
+            let trap = |name: &str| {
+                let region = Arc::new(Mutex::new(PciBarRegion::new(
+                    bdf,
+                    index,
+                    offset,
+                    device.clone(),
+                )));
+                self.bus(io).insert(gpa, len, name, region)
+            };
+            let result = match piece {
+                BarPiece::Memory { memory, name, .. } if gpa % PAGE == 0 && !io => {
+                    // A memory slot must not shadow a trapped device.
+                    if let Some(other) = self.bus(false).overlapping(gpa, len) {
+                        Err(format!("it would cover the device at {other:#x}"))
+                    } else {
+                        let slot = self.slots.allocate();
+                        match self.slots.map_region(slot, gpa, &memory, len) {
+                            Ok(()) => {
+                                records.push(MappedRecord {
+                                    name,
+                                    base: gpa,
+                                    len,
+                                });
+                                mapped.pieces.push(MappedPiece::Memory {
+                                    slot,
+                                    gpa,
+                                    _memory: memory,
+                                });
+                                Ok(())
+                            }
+                            Err(e) => {
+                                self.slots.free(slot);
+                                Err(e.to_string())
+                            }
+                        }
+                    }
+                }
+                BarPiece::Memory { name, .. } => {
+                    warn!("{name}: at {gpa:#x}, not page aligned: trapped instead of mapped");
+                    trap(&name)
+                        .map(|()| mapped.pieces.push(MappedPiece::Trap { io, base: gpa }))
+                        .map_err(|e| e.to_string())
+                }
+                BarPiece::Trap { name, .. } => trap(&name)
+                    .map(|()| mapped.pieces.push(MappedPiece::Trap { io, base: gpa }))
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = result {
+                error!(
+                    "{bdf} BAR{index}: the guest placed it at {:#x} (+{:#x}) where it cannot go, left unmapped: {e}",
+                    layout.base, layout.size
+                );
+                self.unmap_bar(bdf, index, mapped);
+                return None;
+            }
+        }
+        lock(&self.mapped_history).extend(records);
+        debug!(
+            "{bdf} BAR{index} now at {:#x} (+{:#x})",
+            layout.base, layout.size
+        );
+        Some(mapped)
+    }
+
+    /// Make BAR `index` of `bdf` mapped where the function says it decodes.
+    fn bar(&self, bdf: Bdf, index: u8) {
+        let mut bars = lock(&self.bars);
+        let Some(device) = self.pci.get(bdf) else {
             return;
         };
-        let region = Arc::new(Mutex::new(PciBarRegion::new(bdf, index, device)));
-        match bus(io).insert(base, size, region) {
-            Ok(()) => {
-                debug!("{bdf} BAR{index} now at {base:#x} (+{size:#x})");
-                bars.insert((bdf, index), (io, base));
+        let layout = lock(&device).bar_layout(index);
+        if let (Some(have), Some(want)) = (bars.get(&(bdf, index)), &layout) {
+            if have.base == want.base {
+                return;
             }
-            Err(e) => error!(
-                "{bdf} BAR{index}: the guest placed it over other devices, left unmapped: {e}"
-            ),
+        }
+        if let Some(old) = bars.remove(&(bdf, index)) {
+            self.unmap_bar(bdf, index, old);
+        }
+        if let Some(layout) = layout {
+            if let Some(mapped) = self.map_bar(bdf, index, layout, &device) {
+                bars.insert((bdf, index), mapped);
+            }
+        }
+    }
+
+    /// Unmap every BAR (teardown: the host mappings go before the devices).
+    pub fn unmap_all_bars(&self) {
+        let mut bars = lock(&self.bars);
+        for ((bdf, index), bar) in bars.drain() {
+            self.unmap_bar(bdf, index, bar);
         }
     }
 }
 
 impl crate::exit::EffectSink for Platform {
     fn apply(&self, effects: Effects) {
+        let mut routes = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Pci { bdf, change } => self.pci(bdf, change),
+                Effect::Pci {
+                    bdf,
+                    change: PciChange::Bar { index, .. },
+                } => self.bar(bdf, index),
+                Effect::Pci {
+                    bdf,
+                    change: PciChange::Msi { vector, message },
+                } => routes.push(RouteChange {
+                    bdf,
+                    vector,
+                    message,
+                }),
+                Effect::Pci {
+                    change: PciChange::Window { window, new },
+                    ..
+                }
+                | Effect::Window { window, new } => self.window(window, new),
                 Effect::FlashMode { read_array } => self.flash_mode(read_array),
             }
+        }
+        if let Err(e) = self.msi.apply(&routes) {
+            error!("MSI routing: {e}");
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use devices::pci::Bdf;
-
-    use super::*;
-    use crate::bus::tests::Probe;
-    use crate::exit::EffectSink;
-
-    #[test]
-    fn ecam_and_pm_block_follow_the_guest() {
-        let probe = Arc::new(Mutex::new(Probe::default()));
-        let pm = Arc::new(Mutex::new(Probe::default()));
-        let p = Platform {
-            ecam: Some(Movable::new(probe, 0x1000_0000)),
-            acpi_pm: Some(Movable::new(pm, 0x80)),
-            ..Default::default()
-        };
-        let bdf = Bdf::new(0, 0, 0);
-        let ecam = |new| Effect::Pci {
-            bdf,
-            change: PciChange::Ecam { old: None, new },
-        };
-        p.apply(Effects::one(ecam(Some((0xb000_0000, 0x1000_0000)))));
-        let mut b = [0u8; 4];
-        assert!(p.buses.mmio.read(0xb000_0010, &mut b));
-        // Relocated (a newer OVMF's base), the old window is gone.
-        p.apply(Effects::one(ecam(Some((0xe000_0000, 0x1000_0000)))));
-        assert!(!p.buses.mmio.read(0xb000_0010, &mut b));
-        assert!(p.buses.mmio.read(0xe000_0010, &mut b));
-        p.apply(Effects::one(ecam(None)));
-        assert!(!p.buses.mmio.read(0xe000_0010, &mut b));
-
-        let pmbase = |new| Effect::Pci {
-            bdf,
-            change: PciChange::PmBase { old: None, new },
-        };
-        p.apply(Effects::one(pmbase(Some(0x600))));
-        assert!(p.buses.pio.read(0x604, &mut b[..2]));
-        p.apply(Effects::one(pmbase(Some(0xb000))));
-        assert!(!p.buses.pio.read(0x604, &mut b[..2]));
-        assert!(p.buses.pio.read(0xb004, &mut b[..2]));
-    }
-
-    /// A function whose BAR reads return the BAR index.
-    struct Endpoint;
-    impl devices::pci::PciDevice for Endpoint {
-        fn config_read(&mut self, _: u16, data: &mut [u8]) {
-            data.fill(0);
-        }
-        fn config_write(&mut self, _: u16, _: &[u8]) -> Vec<PciChange> {
-            Vec::new()
-        }
-        fn bar_read(&mut self, index: u8, _: u64, data: &mut [u8]) {
-            data.fill(index);
-        }
-    }
-
-    #[test]
-    fn bars_follow_the_guest_and_never_cover_other_devices() {
-        let root = Arc::new(PciRoot::new());
-        let bdf = Bdf::new(0, 2, 0);
-        root.add(bdf, Arc::new(Mutex::new(Endpoint))).unwrap();
-        let p = Platform {
-            pci: Some(root),
-            ..Default::default()
-        };
-        let bar = |index, kind, new| Effect::Pci {
-            bdf,
-            change: PciChange::Bar {
-                index,
-                kind,
-                size: 0x1000,
-                old: None,
-                new,
-            },
-        };
-        let mem = BarKind::Mem32 {
-            prefetchable: false,
-        };
-        p.apply(Effects::one(bar(2, mem, Some(0xc000_0000))));
-        let mut b = [0u8; 4];
-        assert!(p.buses.mmio.read(0xc000_0010, &mut b));
-        assert_eq!(b, [2; 4]);
-        p.apply(Effects::one(bar(2, mem, Some(0xc001_0000))));
-        assert!(!p.buses.mmio.read(0xc000_0010, &mut b));
-        assert!(p.buses.mmio.read(0xc001_0010, &mut b));
-        p.apply(Effects::one(bar(0, BarKind::Io, Some(0xc000))));
-        assert!(p.buses.pio.read(0xc004, &mut b[..1]));
-        // Over another device: refused; disabling then removes nothing else.
-        p.buses
-            .mmio
-            .insert(0xfee0_0000, 0x1000, Arc::new(Mutex::new(Probe::default())))
-            .unwrap();
-        p.apply(Effects::one(bar(2, mem, Some(0xfee0_0000))));
-        assert!(!p.buses.mmio.read(0xc001_0010, &mut b));
-        p.apply(Effects::one(bar(2, mem, None)));
-        assert!(
-            p.buses.mmio.read(0xfee0_0000, &mut b),
-            "the other device is untouched"
-        );
-    }
-
-    #[test]
-    fn a_window_moved_onto_another_device_stays_unmapped() {
-        let p = Platform {
-            ecam: Some(Movable::new(Arc::new(Mutex::new(Probe::default())), 0x1000)),
-            ..Default::default()
-        };
-        p.buses
-            .mmio
-            .insert(0xfee0_0000, 0x1000, Arc::new(Mutex::new(Probe::default())))
-            .unwrap();
-        let bdf = Bdf::new(0, 0, 0);
-        p.apply(Effects::one(Effect::Pci {
-            bdf,
-            change: PciChange::Ecam {
-                old: None,
-                new: Some((0xfee0_0000, 0x1000)),
-            },
-        }));
-        assert_eq!(*p.ecam.as_ref().unwrap().base.lock().unwrap(), None);
-    }
-}
+mod tests;

@@ -1,42 +1,98 @@
-//! The Q35 machine that stock OVMF boots: MCH and ICH9 LPC on PCI bus 0,
-//! configuration through 0xCF8 and a guest-placed ECAM window, fw_cfg with
-//! DMA and ACPI through the table-loader, OVMF code as ROM and its
-//! variables in CFI flash written through to the VM's VARS file.
+//! The Q35 machine: its chipset, which both boot paths share (MCH and ICH9
+//! LPC on PCI bus 0, configuration through 0xCF8 and a guest-placed ECAM
+//! window, the LPC-placed ACPI PM block), and what stock OVMF needs on top:
+//! fw_cfg with DMA and ACPI through the table-loader, OVMF code as ROM and
+//! its variables in CFI flash written through to the VM's VARS file.
 
 use std::sync::{Arc, Mutex};
 
-use arch::layout::{self, MemoryLayout};
+use arch::layout::MemoryLayout;
 use devices::acpi_pm::{self, AcpiPm};
 use devices::legacy::fw_cfg::{self, FileGenerator, FwCfg, GeneratedFiles};
 use devices::legacy::{Debugcon, Pflash, Port92, ResetControl, debugcon, port92};
+use devices::pci::root::{CONFIG_IO_LEN, CONFIG_IO_PORT, ECAM_MAX_LEN};
 use devices::pci::{PciConfigIo, PciConfigMmio, PciRoot, SharedPciDevice};
 use devices::q35::{LPC_BDF, Lpc, MCH_BDF, Mch};
-use devices::{BusDevice, Effects, LevelIrqLine, VmControl};
+use devices::{BusDevice, Effects, LevelIrqLine, VmControl, Window};
 use firmware::acpi::{AcpiConfig, MmioWindow, PciHostConfig, table_loader};
 use firmware::ovmf::FirmwareImages;
-use kvm_ioctls::VmFd;
 use log::info;
 use vm_memory::GuestMemoryMmap;
 
 use crate::Error;
 use crate::config::{FirmwareConfig, FwCfgValue, KernelSpec, VmConfig, io_reason};
+use crate::pci_space::PciSpace;
 use crate::platform::{FlashWindow, Movable, Platform};
-use crate::slots::{HostBuffer, Slots};
+use crate::slots::HostBuffer;
 
-/// What building the Q35 machine needs.
+/// What building the firmware side of the Q35 machine needs.
 pub(crate) struct Q35Inputs<'a> {
     pub cfg: &'a VmConfig,
-    pub vm: &'a Arc<VmFd>,
     pub mem: &'a GuestMemoryMmap,
     pub layout: &'a MemoryLayout,
-    pub control: &'a Arc<dyn VmControl>,
-    pub sci: Arc<dyn LevelIrqLine>,
+    pub chipset: &'a Chipset,
+    pub space: &'a PciSpace,
     pub firmware: &'a FirmwareConfig,
     pub kernel: Option<&'a KernelSpec>,
 }
 
-/// The largest ECAM window (256 buses).
-const ECAM_MAX_LEN: u64 = 256 << 20;
+/// The chipset both boot paths share.
+pub(crate) struct Chipset {
+    /// The host bridge (ECAM window).
+    pub mch: Arc<Mutex<Mch>>,
+}
+
+/// PCI bus 0 with the MCH and the ICH9 LPC bridge, configuration
+/// mechanism #1 at 0xCF8 (with the reset register 0xCF9 inside its
+/// range), the ECAM window the MCH places, the ACPI PM block the LPC
+/// places, and port 0x92. Firmware (or [`crate::pci_space::program_like_firmware`]
+/// for direct boot) then programs them.
+pub(crate) fn chipset(
+    platform: &mut Platform,
+    control: &Arc<dyn VmControl>,
+    sci: Arc<dyn LevelIrqLine>,
+) -> Result<Chipset, Error> {
+    let mch = Arc::new(Mutex::new(Mch::new()));
+    let mch_dyn: SharedPciDevice = mch.clone();
+    let lpc: SharedPciDevice = Arc::new(Mutex::new(Lpc::new()));
+    platform
+        .add_pci_function(MCH_BDF, mch_dyn)
+        .map_err(|e| Error::Device(e.to_string()))?;
+    platform
+        .add_pci_function(LPC_BDF, lpc)
+        .map_err(|e| Error::Device(e.to_string()))?;
+    let reset = ResetControl::new(control.clone());
+    platform.buses.pio.insert(
+        u64::from(CONFIG_IO_PORT),
+        CONFIG_IO_LEN,
+        "PCI config (0xcf8) and reset (0xcf9)",
+        Arc::new(Mutex::new(PciConfigIo::new(
+            platform.pci().clone(),
+            Some(Box::new(reset)),
+        ))),
+    )?;
+    let ecam = Movable::new(
+        Arc::new(Mutex::new(PciConfigMmio::new(
+            platform.pci().clone(),
+            ECAM_MAX_LEN,
+        ))),
+        ECAM_MAX_LEN,
+    );
+    platform.add_window(Window::Ecam, ecam);
+    let pm = Movable::new(
+        Arc::new(Mutex::new(AcpiPm::new(control.clone(), Some(sci)))),
+        u64::from(acpi_pm::BLOCK_LEN),
+    );
+    platform.add_window(Window::AcpiPm, pm);
+    platform.buses.pio.insert(
+        u64::from(port92::PORT),
+        1,
+        "port 0x92",
+        Arc::new(Mutex::new(Port92::new(control.clone()))),
+    )?;
+    Ok(Chipset { mch })
+}
+
 /// Where the 32-bit PCI window ends (below the IOAPIC/flash area), as OVMF uses it.
 const MMIO32_END: u64 = 0xfc00_0000;
 /// Room reserved in `etc/acpi/tables` so the rebuild after PCI enumeration
@@ -84,11 +140,10 @@ pub(crate) fn mmio32_window(ecam_base: u64, low_ram_end: u64) -> MmioWindow {
 pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(), Error> {
     let Q35Inputs {
         cfg,
-        vm,
         mem,
         layout,
-        control,
-        sci,
+        chipset,
+        space,
         firmware,
         kernel,
     } = inputs;
@@ -108,8 +163,6 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
         );
     }
     let (code, vars_file, flash) = images.into_parts();
-    let slots = Slots::new(Arc::clone(vm), layout.ram_regions().len() as u32);
-
     // OVMF code: read-only memory, writes dropped.
     let code_range = flash.code_range();
     let code_buf =
@@ -117,10 +170,12 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
     code_buf
         .fill(&code)
         .map_err(|e| Error::Io("copy the firmware ROM", e))?;
+    let slots = platform.slots();
     slots.map(slots.allocate(), code_range.start, &code_buf, true)?;
     platform.buses.mmio.insert(
         code_range.start,
         code.len() as u64,
+        "firmware code (writes dropped)",
         Arc::new(Mutex::new(RomWrites)),
     )?;
     drop(code);
@@ -132,10 +187,12 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
         Pflash::new(vars_file, vars_len, false)
             .map_err(|e| Error::Io("open the UEFI variable store", std::io::Error::other(e)))?,
     ));
-    platform
-        .buses
-        .mmio
-        .insert(vars_range.start, vars_len, pflash.clone())?;
+    platform.buses.mmio.insert(
+        vars_range.start,
+        vars_len,
+        "UEFI variable flash",
+        pflash.clone(),
+    )?;
     let window = FlashWindow {
         device: pflash.clone(),
         contents: Box::new(move || {
@@ -146,57 +203,18 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
                 .to_vec()
         }),
         gpa: vars_range.start,
-        slot: slots.allocate(),
+        slot: platform.slots().allocate(),
         buffer: HostBuffer::new(vars_len as usize)
             .map_err(|e| Error::Io("allocate the variable store window", e))?,
     };
-    platform.rom.push(code_buf);
-    platform.slots = Some(slots);
-    platform.flash = Some(window);
+    platform.keep_rom(code_buf);
+    platform.set_flash(window);
     // Reset state: read-array mode, so map it now.
     crate::exit::EffectSink::apply(
         &*platform,
         Effects::one(devices::Effect::FlashMode { read_array: true }),
     );
 
-    // PCI bus 0: host bridge and LPC bridge, mechanism #1 (with the reset
-    // register 0xCF9 inside its range) and the ECAM window the MCH places.
-    let root = Arc::new(PciRoot::new());
-    let mch = Arc::new(Mutex::new(Mch::new()));
-    let lpc = Arc::new(Mutex::new(Lpc::new()));
-    let mch_dyn: SharedPciDevice = mch.clone();
-    let lpc_dyn: SharedPciDevice = lpc.clone();
-    root.add(MCH_BDF, mch_dyn)
-        .map_err(|e| Error::Device(e.to_string()))?;
-    root.add(LPC_BDF, lpc_dyn)
-        .map_err(|e| Error::Device(e.to_string()))?;
-    let reset = ResetControl::new((*control).clone());
-    platform.buses.pio.insert(
-        0xcf8,
-        8,
-        Arc::new(Mutex::new(PciConfigIo::new(
-            root.clone(),
-            Some(Box::new(reset)),
-        ))),
-    )?;
-    platform.ecam = Some(Movable::new(
-        Arc::new(Mutex::new(PciConfigMmio::new(root, ECAM_MAX_LEN))),
-        ECAM_MAX_LEN,
-    ));
-    // The PM block appears where the LPC's PMBASE puts it.
-    platform.acpi_pm = Some(Movable::new(
-        Arc::new(Mutex::new(AcpiPm::new(
-            (*control).clone(),
-            Some(sci.clone()),
-        ))),
-        u64::from(acpi_pm::BLOCK_LEN),
-    ));
-
-    platform.buses.pio.insert(
-        u64::from(port92::PORT),
-        1,
-        Arc::new(Mutex::new(Port92::new((*control).clone()))),
-    )?;
     if let Some(path) = &firmware.log {
         let file = std::fs::File::create(path).map_err(|e| {
             Error::Config(crate::config::ConfigError::BadFile {
@@ -208,6 +226,7 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
         platform.buses.pio.insert(
             u64::from(debugcon::PORT),
             1,
+            "debugcon",
             Arc::new(Mutex::new(Debugcon::new(Box::new(file)))),
         )?;
     }
@@ -258,36 +277,52 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
         };
         fw.add_file(&item.name, bytes).map_err(fw_err)?;
     }
-    let acpi = acpi_generator(cfg.cpus, layout.low_ram_end(), mch);
+    if let Some(mb) = space.ovmf_mmio64_mb() {
+        fw.add_file("opt/ovmf/X-PciMmio64Mb", mb.to_string().into_bytes())
+            .map_err(fw_err)?;
+    }
+    let acpi = acpi_generator(
+        cfg.cpus,
+        layout.low_ram_end(),
+        chipset.mch.clone(),
+        platform.pci().clone(),
+        (*space).clone(),
+    );
     for name in ["etc/acpi/rsdp", "etc/acpi/tables", "etc/table-loader"] {
         fw.add_file_generated(name, &acpi).map_err(fw_err)?;
     }
     platform.buses.pio.insert(
         u64::from(fw_cfg::PORT_BASE),
         fw_cfg::PORT_LEN,
+        "fw_cfg",
         Arc::new(Mutex::new(fw)),
     )?;
-    let _ = layout::FLASH_START;
     Ok(())
 }
 
 /// ACPI tables through the table-loader, built from the machine as the
-/// guest has configured it: ECAM where the MCH's PCIEXBAR says.
-fn acpi_generator(cpus: u32, low_ram_end: u64, mch: Arc<Mutex<Mch>>) -> FileGenerator {
+/// guest has configured it: ECAM where the MCH's PCIEXBAR says, the 64-bit
+/// window covering where the firmware put the 64-bit BARs.
+fn acpi_generator(
+    cpus: u32,
+    low_ram_end: u64,
+    mch: Arc<Mutex<Mch>>,
+    root: Arc<PciRoot>,
+    space: PciSpace,
+) -> FileGenerator {
     FileGenerator::new(move || {
         let ecam_base = mch
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .ecam()
             .map_or(devices::q35::mch::PCIEXBAR_DEFAULT, |(base, _)| base);
+        let mut host = PciHostConfig::q35(ecam_base, mmio32_window(ecam_base, low_ram_end));
+        host.mmio64 = space.mmio64_covering(&root);
         let cfg = AcpiConfig {
             cpu_count: cpus,
             cmos_rtc: true,
             i8042: true,
-            pci: Some(PciHostConfig::q35(
-                ecam_base,
-                mmio32_window(ecam_base, low_ram_end),
-            )),
+            pci: Some(host),
             ..Default::default()
         };
         let model = firmware::acpi::build(&cfg)?;

@@ -1,14 +1,15 @@
 //! KVM memory slots beyond guest RAM: firmware ROM and flash mapped as
-//! read-only memory, so reads run at memory speed and only writes exit.
+//! read-only memory, so reads run at memory speed and only writes exit,
+//! and passed-through BARs mapped as guest memory, so their accesses never
+//! exit. Slot numbers are reused once freed (a BAR the guest moves or
+//! turns off gives its slot back).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
-use kvm_ioctls::VmFd;
 use vm_memory::{MmapRegion, VolatileMemory};
 
 use crate::kvm::KvmError;
+use crate::vm_ops::VmOps;
 
 /// Host memory backing a slot: an anonymous mapping owned here.
 #[derive(Debug)]
@@ -44,25 +45,55 @@ impl HostBuffer {
     }
 }
 
-/// Hands out slot numbers above the RAM slots and (un)maps buffers.
-#[derive(Debug)]
+/// Hands out slot numbers above the RAM slots, takes them back, and maps
+/// host memory into the guest through [`VmOps`].
 pub struct Slots {
-    vm: Arc<VmFd>,
-    next: AtomicU32,
+    vm: Arc<dyn VmOps>,
+    ids: Mutex<SlotIds>,
+}
+
+#[derive(Debug)]
+struct SlotIds {
+    next: u32,
+    free: Vec<u32>,
+}
+
+impl std::fmt::Debug for Slots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slots").field("ids", &self.ids).finish()
+    }
 }
 
 impl Slots {
     /// Slot numbers start at `first_free` (the RAM slots come first).
-    pub fn new(vm: Arc<VmFd>, first_free: u32) -> Self {
+    pub fn new(vm: Arc<dyn VmOps>, first_free: u32) -> Self {
         Self {
             vm,
-            next: AtomicU32::new(first_free),
+            ids: Mutex::new(SlotIds {
+                next: first_free,
+                free: Vec::new(),
+            }),
         }
     }
 
-    /// A fresh slot number.
+    /// A slot number: a freed one if any, else a fresh one.
     pub fn allocate(&self) -> u32 {
-        self.next.fetch_add(1, Ordering::Relaxed)
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        match ids.free.pop() {
+            Some(id) => id,
+            None => {
+                ids.next += 1;
+                ids.next - 1
+            }
+        }
+    }
+
+    /// Give `slot` back (it must be unmapped).
+    pub fn free(&self, slot: u32) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if !ids.free.contains(&slot) {
+            ids.free.push(slot);
+        }
     }
 
     /// Map `buf` at guest address `gpa` in `slot`, read-only for the guest
@@ -74,33 +105,59 @@ impl Slots {
         buf: &HostBuffer,
         read_only: bool,
     ) -> Result<(), KvmError> {
-        let r = kvm_userspace_memory_region {
-            slot,
-            flags: if read_only { KVM_MEM_READONLY } else { 0 },
-            guest_phys_addr: gpa,
-            memory_size: buf.len() as u64,
-            userspace_addr: buf.region.as_ptr() as u64,
-        };
-        // SAFETY: `buf` is a live anonymous mapping of exactly
-        // `memory_size` bytes; its owner keeps it alive for as long as the
-        // slot is mapped (the VM's platform owns both and unmaps or drops
-        // the VM first).
-        unsafe { self.vm.set_user_memory_region(r) }
-            .map_err(|e| KvmError::Ioctl("map a firmware memory slot", e))
+        // SAFETY: `buf` is a live anonymous mapping of exactly `len()`
+        // bytes; the platform that owns it keeps it (and its slot) until
+        // the VM is dropped, and the VM is dropped before the platform.
+        unsafe {
+            self.vm.set_memory(
+                slot,
+                gpa,
+                buf.len() as u64,
+                buf.region.as_ptr() as u64,
+                read_only,
+            )
+        }
+    }
+
+    /// Map the first `len` bytes of `memory` (a device BAR mapping) at
+    /// `gpa` in `slot`, writable.
+    pub fn map_region(
+        &self,
+        slot: u32,
+        gpa: u64,
+        memory: &Arc<MmapRegion>,
+        len: u64,
+    ) -> Result<(), KvmError> {
+        if len == 0 || len > memory.size() as u64 {
+            return Err(KvmError::BadSlot { gpa, len });
+        }
+        // SAFETY: `memory` is a live mapping of at least `len` bytes; the
+        // caller keeps an `Arc` to it for as long as the slot is mapped
+        // (the platform's record of the mapped BAR holds one).
+        unsafe {
+            self.vm
+                .set_memory(slot, gpa, len, memory.as_ptr() as u64, false)
+        }
     }
 
     /// Remove `slot`: guest accesses to its range exit as MMIO again.
     pub fn unmap(&self, slot: u32, gpa: u64) -> Result<(), KvmError> {
-        let r = kvm_userspace_memory_region {
-            slot,
-            flags: 0,
-            guest_phys_addr: gpa,
-            memory_size: 0,
-            userspace_addr: 0,
-        };
-        // SAFETY: a zero-sized region deletes the slot; no host memory is
-        // handed to KVM.
-        unsafe { self.vm.set_user_memory_region(r) }
-            .map_err(|e| KvmError::Ioctl("unmap a firmware memory slot", e))
+        self.vm.remove_memory(slot, gpa)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm_ops::tests::Recorder;
+
+    #[test]
+    fn freed_slot_ids_are_reused() {
+        let s = Slots::new(Arc::new(Recorder::default()), 3);
+        assert_eq!((s.allocate(), s.allocate()), (3, 4));
+        s.free(3);
+        s.free(3);
+        assert_eq!(s.allocate(), 3);
+        assert_eq!(s.allocate(), 5);
     }
 }

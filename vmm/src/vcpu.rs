@@ -15,6 +15,7 @@ use log::{error, warn};
 use crate::control::{Controller, StopReason};
 use crate::exit::{ExitAction, handle_exit};
 use crate::platform::Platform;
+use crate::stats::ExitStats;
 
 /// vCPU errors.
 #[derive(Debug, thiserror::Error)]
@@ -155,13 +156,15 @@ const APIC_MODE_NMI: u32 = 0x4;
 const APIC_MODE_EXTINT: u32 = 0x7;
 
 impl Vcpu {
-    /// Create vCPU `index` and set it up to start as `start`.
+    /// Create vCPU `index` and set it up to start as `start`; its CPUID
+    /// address width is clamped to `phys_bits` when given.
     pub fn new(
         kvm: &Kvm,
         vm: &VmFd,
         index: u32,
         cpu_count: u32,
         start: VcpuStart,
+        phys_bits: Option<u8>,
     ) -> Result<Self, VcpuError> {
         let setup = |what: &'static str| {
             move |err| VcpuError::Setup {
@@ -186,6 +189,9 @@ impl Vcpu {
             },
         )
         .map_err(|e| VcpuError::Cpuid(index, e))?;
+        if let Some(bits) = phys_bits {
+            arch::cpuid::limit_phys_bits(cpuid.as_mut_slice(), bits);
+        }
         fd.set_cpuid2(&cpuid).map_err(setup("set CPUID"))?;
 
         let msrs = Msrs::from_entries(&arch::msr::boot_msrs()).map_err(|_| VcpuError::Setup {
@@ -268,12 +274,12 @@ impl Vcpu {
         })
     }
 
-    /// Run on a new thread until the VM stops; returns the exit count.
+    /// Run on a new thread until the VM stops; returns its exit counts.
     pub fn spawn(
         self,
         platform: Arc<Platform>,
         ctl: Arc<Controller>,
-    ) -> Result<JoinHandle<u64>, VcpuError> {
+    ) -> Result<JoinHandle<ExitStats>, VcpuError> {
         install_kick_handler();
         let index = self.index;
         std::thread::Builder::new()
@@ -282,13 +288,11 @@ impl Vcpu {
             .map_err(|e| VcpuError::Spawn(index, e))
     }
 
-    fn run(mut self, platform: &Platform, ctl: &Controller) -> u64 {
-        let mut exits = 0u64;
+    fn run(mut self, platform: &Platform, ctl: &Controller) -> ExitStats {
         let mut stats = ExitStats::new(log::log_enabled!(log::Level::Debug));
         while !ctl.is_stopping() {
             let action = match self.fd.run() {
                 Ok(exit) => {
-                    exits += 1;
                     stats.count(&exit);
                     let io_size = self.run_view.io_size();
                     handle_exit(exit, io_size, &platform.buses, platform)
@@ -313,8 +317,8 @@ impl Vcpu {
                 }
             }
         }
-        stats.report(self.index, exits);
-        exits
+        stats.log(self.index);
+        stats
     }
 
     /// Registers for a crash report.
@@ -351,51 +355,6 @@ impl Vcpu {
             ));
         }
         s
-    }
-}
-
-/// Exit counts by kind and address, kept when debug logging is on: where
-/// a guest's exits (its time, nested) go.
-struct ExitStats {
-    counts: Option<std::collections::HashMap<(&'static str, u64), u64>>,
-}
-
-impl ExitStats {
-    fn new(enabled: bool) -> Self {
-        Self {
-            counts: enabled.then(std::collections::HashMap::new),
-        }
-    }
-
-    fn count(&mut self, exit: &kvm_ioctls::VcpuExit<'_>) {
-        use kvm_ioctls::VcpuExit as E;
-        let Some(counts) = &mut self.counts else {
-            return;
-        };
-        let key = match exit {
-            E::IoIn(port, _) => ("pio-in", u64::from(*port)),
-            E::IoOut(port, _) => ("pio-out", u64::from(*port)),
-            E::MmioRead(addr, _) => ("mmio-read", *addr & !0xfff),
-            E::MmioWrite(addr, _) => ("mmio-write", *addr & !0xfff),
-            E::Hlt => ("hlt", 0),
-            _ => ("other", 0),
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-
-    fn report(&self, cpu: u32, total: u64) {
-        let Some(counts) = &self.counts else { return };
-        let mut v: Vec<_> = counts.iter().collect();
-        v.sort_by(|a, b| b.1.cmp(a.1));
-        let top: Vec<String> = v
-            .iter()
-            .take(12)
-            .map(|((kind, addr), n)| format!("{kind} {addr:#x}: {n}"))
-            .collect();
-        log::debug!(
-            "vCPU {cpu}: {total} exits; most frequent (MMIO by 4 KiB page):\n{}",
-            top.join("\n")
-        );
     }
 }
 

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use arch::layout::{self, MemoryLayout};
 use devices::VmControl;
-use devices::acpi_pm::{self, AcpiPm};
-use devices::legacy::{Cmos, DebugExit, I8042, ResetControl, Serial, cmos, serial};
+use devices::acpi_pm;
+use devices::legacy::{Cmos, DebugExit, I8042, Serial, cmos, serial};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use firmware::acpi::PciHostConfig;
 use kvm_ioctls::Kvm;
 use log::{debug, info, warn};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -19,12 +20,16 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::boot::{self, BootEntry};
 use crate::config::{BootSource, CpuMode, SerialConfig, VmConfig};
 use crate::console::{ConsoleOut, Watcher};
-use crate::control::{Controller, IrqFd, KvmLevelIrq, StopReason};
+use crate::control::{Controller, StopReason};
 use crate::event_loop::{
     FifoWaker, SignalGuard, SignalSubscriber, StdinSubscriber, TimeoutSubscriber, WakeSubscriber,
 };
+use crate::interrupt::{IrqFd, KvmLevelIrq};
+use crate::pci_space::PciSpace;
 use crate::platform::Platform;
+use crate::stats::{ExitStats, Stats};
 use crate::vcpu::{Vcpu, VcpuStart, kick_signal};
+use crate::vfio::Passthrough;
 use crate::{Error, kvm};
 
 /// What one run of a VM came to.
@@ -34,6 +39,8 @@ pub struct Report {
     pub reason: StopReason,
     /// KVM exits taken by each vCPU.
     pub vcpu_exits: Vec<u64>,
+    /// Exit statistics (with `--stats`).
+    pub stats: Option<Stats>,
     /// Unclaimed (reads, writes) on the port bus.
     pub pio_unclaimed: (u64, u64),
     /// Unclaimed (reads, writes) on the MMIO bus.
@@ -62,9 +69,12 @@ pub(crate) fn run_once(
     let mem = crate::memory::allocate(layout)?;
     let vm = Arc::new(kvm::create_vm(kvm)?);
     kvm::register_memory(&vm, &mem)?;
+    // Passed-through functions are opened (and checked) before anything
+    // else is built, so a busy or unbound device fails fast.
+    let mut passthrough = Passthrough::open(&cfg.devices, cfg.vfio, &vm, cfg.memory)?;
 
-    let mut platform = Platform::default();
-    let buses = &mut platform.buses;
+    let mut platform = Platform::new(vm.clone(), layout.ram_regions().len() as u32);
+    let buses = &platform.buses;
 
     // COM1.
     let watcher = Arc::new(Mutex::new(Watcher::new(
@@ -86,17 +96,20 @@ pub(crate) fn run_once(
     buses.pio.insert(
         u64::from(serial::COM1_PORT),
         u64::from(serial::PORT_LEN),
+        "COM1",
         com1.clone(),
     )?;
     buses.pio.insert(
         u64::from(devices::legacy::i8042::PORT_BASE),
         u64::from(devices::legacy::i8042::PORT_LEN),
+        "i8042",
         Arc::new(Mutex::new(I8042::new(control.clone()))),
     )?;
     let high_ram = layout.high_ram().map_or(0, |(_, size)| size);
     buses.pio.insert(
         u64::from(cmos::PORT),
         u64::from(cmos::PORT_LEN),
+        "CMOS/RTC",
         Arc::new(Mutex::new(Cmos::new(
             layout.low_ram_end(),
             high_ram,
@@ -107,6 +120,7 @@ pub(crate) fn run_once(
         buses.pio.insert(
             u64::from(port),
             1,
+            "debug-exit",
             Arc::new(Mutex::new(DebugExit::new(control.clone()))),
         )?;
     }
@@ -115,6 +129,18 @@ pub(crate) fn run_once(
         firmware::acpi::AcpiConfig::default().sci_irq.into(),
     ));
 
+    // One machine for both boot paths: the Q35 chipset, then the
+    // passed-through functions on bus 0, then the address-space plan.
+    let chipset = crate::q35::chipset(&mut platform, &control, sci)?;
+    passthrough.attach(&platform)?;
+    let space = PciSpace::plan(
+        layout,
+        &passthrough.bar64s(),
+        host_phys_bits(kvm),
+        iommu_address_bits(),
+        !passthrough.is_empty(),
+    )?;
+
     // The machine-specific part and what the vCPUs start with.
     let (bsp, aps) = match &cfg.boot {
         BootSource::Kernel {
@@ -122,7 +148,7 @@ pub(crate) fn run_once(
             initrd,
             cmdline,
         } => {
-            let rsdp = legacy_platform(&platform, &mem, cfg.cpus, &control, sci)?;
+            let rsdp = direct_boot_platform(&platform, &mem, layout, cfg.cpus, &space)?;
             let entry = boot::load_kernel(&mem, layout, kernel, initrd.as_deref(), cmdline, rsdp)?;
             let bsp = match entry {
                 BootEntry::Linux64 { entry, zero_page } => VcpuStart::Linux64 { entry, zero_page },
@@ -136,7 +162,7 @@ pub(crate) fn run_once(
             load_addr,
             mode,
         } => {
-            legacy_platform(&platform, &mem, cfg.cpus, &control, sci)?;
+            direct_boot_platform(&platform, &mem, layout, cfg.cpus, &space)?;
             boot::load_raw(&mem, image, *load_addr)?;
             let start = match *mode {
                 CpuMode::Real { cs, ip } => VcpuStart::Real { cs, ip },
@@ -149,11 +175,10 @@ pub(crate) fn run_once(
                 &mut platform,
                 &crate::q35::Q35Inputs {
                     cfg,
-                    vm: &vm,
                     mem: &mem,
                     layout,
-                    control: &control,
-                    sci,
+                    chipset: &chipset,
+                    space: &space,
                     firmware,
                     kernel: kernel.as_ref(),
                 },
@@ -161,13 +186,16 @@ pub(crate) fn run_once(
             (VcpuStart::FirmwareReset, VcpuStart::WaitForSipi)
         }
     };
+    // Every byte of guest RAM is reachable by device DMA before any vCPU
+    // runs.
+    passthrough.map_dma(&mem)?;
     let platform = Arc::new(platform);
 
     write_boot_tables(&mem, bsp)?;
     let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
     for i in 0..cfg.cpus {
         let start = if i == 0 { bsp } else { aps };
-        vcpus.push(Vcpu::new(kvm, &vm, i, cfg.cpus, start)?);
+        vcpus.push(Vcpu::new(kvm, &vm, i, cfg.cpus, start, space.phys_bits)?);
     }
 
     // Event loop subscribers exist before any vCPU runs, so no stop is missed.
@@ -219,11 +247,16 @@ pub(crate) fn run_once(
             });
         }
     }
-    let vcpu_exits = if stop_vcpus(&handles) {
-        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    let vcpu_stats: Vec<ExitStats> = if stop_vcpus(&handles) {
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     } else {
         Vec::new()
     };
+    passthrough.shutdown(&platform);
+    let vcpu_exits = vcpu_stats.iter().map(|s| s.total).collect();
     let reason = ctl.reason().unwrap_or(StopReason::Fatal {
         cpu: 0,
         message: "stopped without a reason".into(),
@@ -233,9 +266,11 @@ pub(crate) fn run_once(
         .unwrap_or_else(|e| e.into_inner())
         .last_lines(20);
     debug!("vCPU exits: {vcpu_exits:?}");
+    let stats = cfg.stats.then(|| Stats::collect(&platform, vcpu_stats));
     Ok(Report {
         reason,
         vcpu_exits,
+        stats,
         pio_unclaimed: platform.buses.pio.unclaimed(),
         mmio_unclaimed: platform.buses.mmio.unclaimed(),
         serial_tail,
@@ -244,7 +279,7 @@ pub(crate) fn run_once(
 
 /// Kick every vCPU thread until it leaves KVM_RUN. Returns false if one
 /// would not stop (its thread is then left behind, detached).
-fn stop_vcpus(handles: &[std::thread::JoinHandle<u64>]) -> bool {
+fn stop_vcpus(handles: &[std::thread::JoinHandle<ExitStats>]) -> bool {
     use vmm_sys_util::signal::Killable;
     let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
     loop {
@@ -266,35 +301,34 @@ fn stop_vcpus(handles: &[std::thread::JoinHandle<u64>]) -> bool {
     }
 }
 
-/// The direct-boot platform's fixed parts: reset control at 0xCF9, the
-/// ACPI PM block at its default base, ACPI tables in the BIOS area (where
-/// Linux also finds them by scanning). Returns the RSDP address.
-fn legacy_platform(
+/// Direct boot: tessera does what firmware would on the Q35 machine (ECAM
+/// and PM block placed, BARs assigned, see
+/// [`crate::pci_space::program_like_firmware`]) and places ACPI tables
+/// describing it in the BIOS area, where Linux also finds them by
+/// scanning. Returns the RSDP address.
+fn direct_boot_platform(
     platform: &Platform,
     mem: &GuestMemoryMmap,
+    layout: &MemoryLayout,
     cpus: u32,
-    control: &Arc<dyn VmControl>,
-    sci: Arc<dyn devices::LevelIrqLine>,
+    space: &PciSpace,
 ) -> Result<u64, Error> {
-    let buses = &platform.buses;
-    buses.pio.insert(
-        u64::from(devices::legacy::reset_control::PORT),
-        1,
-        Arc::new(Mutex::new(ResetControl::new(control.clone()))),
+    let ecam = devices::q35::mch::PCIEXBAR_DEFAULT;
+    let mmio32 = crate::q35::mmio32_window(ecam, layout.low_ram_end());
+    crate::pci_space::program_like_firmware(
+        platform,
+        space,
+        ecam,
+        acpi_pm::DEFAULT_PMBASE,
+        mmio32,
     )?;
-    buses.pio.insert(
-        u64::from(acpi_pm::DEFAULT_PMBASE),
-        u64::from(acpi_pm::BLOCK_LEN),
-        Arc::new(Mutex::new(AcpiPm::new(control.clone(), Some(sci)))),
-    )?;
-    write_acpi(mem, cpus)
-}
-
-fn write_acpi(mem: &GuestMemoryMmap, cpus: u32) -> Result<u64, Error> {
+    let mut host = PciHostConfig::q35(ecam, mmio32);
+    host.mmio64 = space.mmio64_covering(platform.pci());
     let cfg = firmware::acpi::AcpiConfig {
         cpu_count: cpus,
         cmos_rtc: true,
         i8042: true,
+        pci: Some(host),
         ..Default::default()
     };
     let tables = firmware::acpi::build(&cfg)?;
@@ -305,6 +339,25 @@ fn write_acpi(mem: &GuestMemoryMmap, cpus: u32) -> Result<u64, Error> {
     mem.write_slice(&placed.bytes, GuestAddress(layout::ACPI_AREA_START))
         .map_err(|e| Error::GuestWrite("the ACPI tables", e.to_string()))?;
     Ok(placed.rsdp_addr)
+}
+
+/// The host CPU's physical address width (KVM's CPUID leaf 0x80000008).
+fn host_phys_bits(kvm: &Kvm) -> u8 {
+    kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .ok()
+        .and_then(|c| arch::cpuid::phys_bits(c.as_slice()))
+        .unwrap_or(36)
+}
+
+/// The smallest address width of the host's IOMMUs, from sysfs: Intel
+/// VT-d's MGAW field (`intel-iommu/cap` bits 21:16, plus one).
+fn iommu_address_bits() -> Option<u8> {
+    let dir = std::fs::read_dir("/sys/class/iommu").ok()?;
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("intel-iommu/cap")).ok())
+        .filter_map(|cap| u64::from_str_radix(cap.trim(), 16).ok())
+        .map(|cap| (((cap >> 16) & 0x3f) + 1) as u8)
+        .min()
 }
 
 /// GDT, an empty IDT and (for long mode) identity page tables, matching

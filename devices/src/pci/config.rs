@@ -100,9 +100,9 @@ pub const NUM_BARS: usize = 6;
 /// The index [`PciChange::Bar`] uses for the expansion ROM BAR.
 pub const ROM_BAR_INDEX: u8 = 6;
 
-/// Writable command bits: I/O, memory, bus master, parity error response,
-/// SERR# enable, INTx disable.
-const COMMAND_WRITABLE: u16 = 0x0547;
+/// Writable command bits: I/O, memory, bus master, SERR# enable, INTx
+/// disable (QEMU's `pci_init_wmask`; parity error response stays 0).
+pub const COMMAND_WRITABLE: u16 = 0x0507;
 /// Write-1-to-clear status bits: master data parity error, signaled/
 /// received target abort, received master abort, signaled system error,
 /// detected parity error.
@@ -247,6 +247,34 @@ impl PciConfiguration {
         cfg.mask_u8(CACHE_LINE_SIZE, 0xff);
         cfg.mask_u8(INTERRUPT_LINE, 0xff);
         cfg
+    }
+
+    /// A function's configuration space as read from hardware (a
+    /// passed-through function): `image` is 256 or 4096 bytes (padded with
+    /// all-ones or cut to the nearer size), every byte read-only, no BARs
+    /// or capabilities declared. The caller declares BARs with
+    /// [`add_bar`](Self::add_bar) and makes registers writable as it
+    /// emulates them.
+    pub fn from_image(mut image: Vec<u8>) -> Self {
+        let size = if image.len() > CONFIG_SPACE_SIZE {
+            EXTENDED_CONFIG_SPACE_SIZE
+        } else {
+            CONFIG_SPACE_SIZE
+        };
+        image.resize(size, 0xff);
+        Self {
+            bytes: image,
+            writable: vec![0; size],
+            w1c: vec![0; size],
+            bars: [None; NUM_BARS + 1],
+            upper_half: [false; NUM_BARS],
+            mapped: [None; NUM_BARS + 1],
+            half_written: None,
+            last_capability: None,
+            next_capability: CONFIG_SPACE_SIZE as u16,
+            last_extended: None,
+            next_extended: EXTENDED_CONFIG_SPACE_SIZE as u16,
+        }
     }
 
     /// Size of the space: 256 or 4096.
@@ -690,6 +718,12 @@ impl PciConfiguration {
         u32::from_le_bytes(b)
     }
 
+    /// Device-side read of a little-endian qword.
+    pub fn read_u64(&self, offset: u16) -> u64 {
+        u64::from(self.read_u32(offset))
+            | (u64::from(self.read_u32(offset.saturating_add(4))) << 32)
+    }
+
     /// Device-side store of bytes, ignoring the masks and reporting
     /// nothing (bytes beyond the space are dropped). Do not use it on BAR
     /// or command registers; see [`set_bar_address`](Self::set_bar_address).
@@ -714,6 +748,11 @@ impl PciConfiguration {
 
     /// Device-side store of a little-endian dword.
     pub fn set_u32(&mut self, offset: u16, value: u32) {
+        self.set_bytes(offset, &value.to_le_bytes());
+    }
+
+    /// Device-side store of a little-endian qword.
+    pub fn set_u64(&mut self, offset: u16, value: u64) {
         self.set_bytes(offset, &value.to_le_bytes());
     }
 

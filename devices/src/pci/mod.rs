@@ -7,6 +7,11 @@
 //! VMM applies them to its buses, KVM memory slots and GSI routes.
 
 use std::fmt;
+use std::sync::Arc;
+
+use vm_memory::MmapRegion;
+
+use crate::interrupt::MsiVectors;
 
 pub mod alloc;
 pub mod config;
@@ -92,21 +97,16 @@ pub enum PciChange {
         /// Where it decodes now.
         new: Option<u64>,
     },
-    /// The PCI Express enhanced configuration window (ECAM, the Q35 MCH's
-    /// PCIEXBAR) moved, appeared or disappeared: (base, length).
-    Ecam {
-        /// Previous window.
-        old: Option<(u64, u64)>,
-        /// New window.
+    /// A chipset window moved, appeared (`new: Some((base, length))`) or
+    /// disappeared (`None`). The configuration-access devices turn this
+    /// into [`Effect::Window`](crate::Effect::Window); it is a PCI change
+    /// only because chipset functions (MCH, LPC) set windows through their
+    /// configuration registers.
+    Window {
+        /// Which window.
+        window: crate::Window,
+        /// Where it decodes now.
         new: Option<(u64, u64)>,
-    },
-    /// The ACPI PM I/O block (ICH9 LPC PMBASE + ACPI_EN) moved, appeared
-    /// or disappeared.
-    PmBase {
-        /// Previous base port.
-        old: Option<u16>,
-        /// New base port.
-        new: Option<u16>,
     },
     /// MSI or MSI-X vector `vector` now delivers `message`, or nothing
     /// (`None`: disabled or masked).
@@ -117,6 +117,99 @@ pub enum PciChange {
         /// The route, if the vector is live.
         message: Option<MsiMessage>,
     },
+}
+
+/// One piece of a decoding BAR, as the device declares it and the VMM
+/// applies it: offsets and lengths are relative to the BAR's base.
+#[derive(Debug, Clone)]
+pub enum BarPiece {
+    /// Accesses exit to the VMM and reach the device's
+    /// [`PciDevice::bar_read`] / [`PciDevice::bar_write`] with offsets
+    /// relative to the BAR.
+    Trap {
+        /// Offset in the BAR.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+        /// What it is, for statistics and logs (e.g. `vfio 0000:01:10.0
+        /// BAR3 msix-table`).
+        name: String,
+    },
+    /// Host memory (a VFIO BAR mapping) that the VMM maps into the guest
+    /// as a memory slot: accesses never exit. `offset` and `len` are
+    /// multiples of the host page size; the mapping is at least `len`
+    /// bytes. A VMM that cannot map it at the BAR's address (a guest that
+    /// placed the BAR off page alignment) traps it instead.
+    Memory {
+        /// Offset in the BAR.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+        /// The host mapping, kept alive by whoever maps it.
+        memory: Arc<MmapRegion>,
+        /// What it is, for statistics and logs.
+        name: String,
+    },
+}
+
+impl BarPiece {
+    /// (offset, length) in the BAR.
+    pub fn range(&self) -> (u64, u64) {
+        match self {
+            BarPiece::Trap { offset, len, .. } | BarPiece::Memory { offset, len, .. } => {
+                (*offset, *len)
+            }
+        }
+    }
+
+    /// The piece's name.
+    pub fn name(&self) -> &str {
+        match self {
+            BarPiece::Trap { name, .. } | BarPiece::Memory { name, .. } => name,
+        }
+    }
+}
+
+/// Where a BAR decodes now and what it is made of.
+#[derive(Debug, Clone)]
+pub struct BarLayout {
+    /// Guest physical (or port) base.
+    pub base: u64,
+    /// Address space.
+    pub kind: BarKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Pieces covering `[0, size)`, in order, without gaps or overlaps.
+    pub pieces: Vec<BarPiece>,
+}
+
+impl BarLayout {
+    /// A BAR that is trapped as one piece.
+    pub fn trapped(base: u64, kind: BarKind, size: u64, name: String) -> Self {
+        Self {
+            base,
+            kind,
+            size,
+            pieces: vec![BarPiece::Trap {
+                offset: 0,
+                len: size,
+                name,
+            }],
+        }
+    }
+}
+
+/// A BAR as its registers are programmed now, decoding or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgrammedBar {
+    /// BAR index (0..6, the ROM 6).
+    pub index: u8,
+    /// Address space.
+    pub kind: BarKind,
+    /// Programmed base (0 until firmware places it).
+    pub address: u64,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 /// A PCI function.
@@ -143,5 +236,28 @@ pub trait PciDevice: Send {
     fn bar_write(&mut self, index: u8, offset: u64, data: &[u8]) -> Vec<PciChange> {
         let _ = (index, offset, data);
         Vec::new()
+    }
+
+    /// Where BAR `index` (0..6, or the ROM, 6) decodes now and its pieces;
+    /// `None` while it does not decode. The VMM calls this whenever a
+    /// [`PciChange::Bar`] for the BAR arrives and maps what it returns, so
+    /// the answer is the truth even if changes are applied out of order.
+    /// Functions without BARs keep the default.
+    fn bar_layout(&mut self, index: u8) -> Option<BarLayout> {
+        let _ = index;
+        None
+    }
+
+    /// Every BAR with its programmed address (for the VMM's address-space
+    /// plan and the ACPI windows). Functions without BARs keep the default.
+    fn programmed_bars(&mut self) -> Vec<ProgrammedBar> {
+        Vec::new()
+    }
+
+    /// The eventfds of the function's MSI/MSI-X vectors, which the VMM
+    /// binds to KVM routes (see [`crate::interrupt`]); `None` for a
+    /// function without message interrupts.
+    fn msi_vectors(&self) -> Option<Arc<MsiVectors>> {
+        None
     }
 }

@@ -29,7 +29,7 @@
 
 use thiserror::Error;
 
-use super::config::{ConfigError, PciConfiguration};
+use super::config::{CONFIG_SPACE_SIZE, ConfigError, PciConfiguration};
 use super::{MsiMessage, PciChange};
 
 /// Capability ID of MSI.
@@ -118,21 +118,74 @@ impl MsiCapability {
             per_vector_mask,
             routes: vec![None; usize::from(vectors)],
         };
-        config.set_writable_mask(offset + 2, &0x0071u16.to_le_bytes())?;
-        config.set_writable_mask(offset + 4, &0xffff_fffcu32.to_le_bytes())?;
-        if is_64bit {
-            config.set_writable_mask(offset + 8, &[0xff; 4])?;
-        }
-        config.set_writable_mask(cap.data_offset(), &[0xff; 2])?;
-        if let Some(mask) = cap.mask_offset() {
-            config.set_writable_mask(mask, &cap.implemented_bits().to_le_bytes())?;
-        }
+        cap.set_masks(config)?;
         Ok(cap)
+    }
+
+    /// Emulate an MSI capability that already sits at `offset` of
+    /// `config` (a passed-through function's): its message control gives
+    /// the layout; at most `max_vectors` vectors are offered (the host
+    /// driver's limit), and the multiple-message-capable field is lowered
+    /// to match. The registers become guest-writable as in [`add`](Self::add).
+    pub fn at(
+        config: &mut PciConfiguration,
+        offset: u16,
+        max_vectors: u16,
+    ) -> Result<Self, MsiError> {
+        let mut control = config.read_u16(offset + 2);
+        let mmc = ((control >> 1) & 0x7).min(5);
+        let mut vectors = 1u16 << mmc;
+        while vectors > max_vectors.max(1) {
+            vectors >>= 1;
+        }
+        control = (control & !(0x7 << 1) & !MSI_CONTROL_ENABLE & !(0x7 << 4))
+            | ((vectors.trailing_zeros() as u16) << 1);
+        config.set_u16(offset + 2, control);
+        let cap = Self {
+            offset,
+            vectors,
+            is_64bit: control & MSI_CONTROL_64BIT != 0,
+            per_vector_mask: control & MSI_CONTROL_PER_VECTOR_MASK != 0,
+            routes: vec![None; usize::from(vectors)],
+        };
+        let end = usize::from(offset) + usize::from(cap.len());
+        if end > CONFIG_SPACE_SIZE {
+            return Err(MsiError::Config(ConfigError::OutOfRange {
+                offset,
+                len: usize::from(cap.len()),
+            }));
+        }
+        // Start from a clean state: disabled, no stale address, data, mask
+        // or pending bits from the host driver.
+        for at in offset + 4..offset + cap.len() {
+            config.set_u8(at, 0);
+        }
+        cap.set_masks(config)?;
+        Ok(cap)
+    }
+
+    fn set_masks(&self, config: &mut PciConfiguration) -> Result<(), MsiError> {
+        config.set_writable_mask(self.offset + 2, &0x0071u16.to_le_bytes())?;
+        config.set_writable_mask(self.offset + 4, &0xffff_fffcu32.to_le_bytes())?;
+        if self.is_64bit {
+            config.set_writable_mask(self.offset + 8, &[0xff; 4])?;
+        }
+        config.set_writable_mask(self.data_offset(), &[0xff; 2])?;
+        if let Some(mask) = self.mask_offset() {
+            config.set_writable_mask(mask, &self.implemented_bits().to_le_bytes())?;
+        }
+        Ok(())
     }
 
     /// Offset of the capability in configuration space.
     pub fn offset(&self) -> u16 {
         self.offset
+    }
+
+    /// Offset of the pending-bits register, when the capability has
+    /// per-vector masking.
+    pub fn pending_offset(&self) -> Option<u16> {
+        self.mask_offset().map(|m| m + 4)
     }
 
     /// Vectors the function supports (multiple message capable).

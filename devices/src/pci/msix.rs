@@ -147,6 +147,40 @@ impl MsixCapability {
         })
     }
 
+    /// Emulate an MSI-X capability that already sits at `offset` of
+    /// `config` (a passed-through function's): the table size and the
+    /// table/PBA locations come from the capability itself. Enable and
+    /// function mask start clear and become guest-writable; the table
+    /// starts with every vector masked. The BARs must already be declared.
+    pub fn at(config: &mut PciConfiguration, offset: u16) -> Result<Self, MsixError> {
+        let control = config.read_u16(offset + 2);
+        let vectors = (control & 0x7ff) + 1;
+        let table = config.read_u32(offset + 4);
+        let pba = config.read_u32(offset + 8);
+        let table = ((table & 0x7) as u8, u64::from(table & !0x7));
+        let pba = ((pba & 0x7) as u8, u64::from(pba & !0x7));
+        let table_len = u64::from(vectors) * MSIX_ENTRY_SIZE;
+        check_structure(config, table.0, table.1, table_len)?;
+        check_structure(config, pba.0, pba.1, pba_len(vectors))?;
+        config.set_u16(offset + 2, control & 0x7ff);
+        config.set_writable_mask(
+            offset + 2,
+            &(MSIX_CONTROL_ENABLE | MSIX_CONTROL_FUNCTION_MASK).to_le_bytes(),
+        )?;
+        Ok(Self {
+            offset,
+            table_bar: table.0,
+            table_offset: table.1,
+            pba_bar: pba.0,
+            pba_offset: pba.1,
+            table: vec![[0, 0, 0, 1]; usize::from(vectors)],
+            pending: vec![0; pba_len(vectors) as usize / 8],
+            enabled: false,
+            function_masked: false,
+            routes: vec![None; usize::from(vectors)],
+        })
+    }
+
     /// Offset of the capability in configuration space.
     pub fn offset(&self) -> u16 {
         self.offset
@@ -321,6 +355,22 @@ impl MsixCapability {
                 .ok()
                 .and_then(|q| self.pending.get(q))
                 .map_or(0, |q| (q >> (8 * (pos % 8))) as u8);
+        }
+    }
+
+    /// Read the PBA at `offset` where a vector is also pending when
+    /// `pending(vector)` says so (a device whose interrupts wait in
+    /// eventfds, see [`crate::interrupt::MsiVectors::is_pending`]).
+    pub fn pba_read_with(&self, offset: u64, data: &mut [u8], pending: impl Fn(u16) -> bool) {
+        self.pba_read(offset, data);
+        for (i, b) in data.iter_mut().enumerate() {
+            let first = offset.saturating_add(i as u64).saturating_mul(8);
+            for bit in 0..8u64 {
+                let v = first.saturating_add(bit);
+                if v < u64::from(self.vectors()) && pending(v as u16) {
+                    *b |= 1 << bit;
+                }
+            }
         }
     }
 

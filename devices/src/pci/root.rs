@@ -63,11 +63,15 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Wrap a function's changes into effects.
+/// Wrap a function's changes into effects (chipset windows become
+/// [`Effect::Window`]).
 fn effects(bdf: Bdf, changes: Vec<PciChange>) -> Effects {
     let mut out = Effects::none();
     for change in changes {
-        out.push(Effect::Pci { bdf, change });
+        out.push(match change {
+            PciChange::Window { window, new } => Effect::Window { window, new },
+            change => Effect::Pci { bdf, change },
+        });
     }
     out
 }
@@ -377,12 +381,14 @@ impl BusDevice for PciConfigMmio {
     }
 }
 
-/// One BAR of an emulated function as a bus device: the VMM registers it
-/// at the BAR's address (on the PIO bus for I/O BARs) when the function
-/// reports the BAR decoding, and removes it when it stops.
+/// A trapped piece of a function's BAR as a bus device: the VMM registers
+/// it at the piece's address (on the PIO bus for I/O BARs) while the BAR
+/// decodes; accesses reach the function with offsets relative to the BAR.
 pub struct PciBarRegion {
     bdf: Bdf,
     index: u8,
+    /// Where the piece starts in the BAR.
+    offset: u64,
     device: SharedPciDevice,
 }
 
@@ -396,19 +402,27 @@ impl std::fmt::Debug for PciBarRegion {
 }
 
 impl PciBarRegion {
-    /// BAR `index` of `device` at `bdf`.
-    pub fn new(bdf: Bdf, index: u8, device: SharedPciDevice) -> Self {
-        Self { bdf, index, device }
+    /// The piece of BAR `index` of `device` at `bdf` that starts at
+    /// `offset` in the BAR.
+    pub fn new(bdf: Bdf, index: u8, offset: u64, device: SharedPciDevice) -> Self {
+        Self {
+            bdf,
+            index,
+            offset,
+            device,
+        }
     }
 }
 
 impl BusDevice for PciBarRegion {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        lock(&self.device).bar_read(self.index, offset, data);
+        let at = self.offset.saturating_add(offset);
+        lock(&self.device).bar_read(self.index, at, data);
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
-        let changes = lock(&self.device).bar_write(self.index, offset, data);
+        let at = self.offset.saturating_add(offset);
+        let changes = lock(&self.device).bar_write(self.index, at, data);
         effects(self.bdf, changes)
     }
 }
@@ -750,7 +764,7 @@ mod tests {
         let root = root_with(&[(bdf, dev.clone())]);
         let fx = root.config_write(bdf, msix_off + 2, &MSIX_CONTROL_ENABLE.to_le_bytes());
         assert!(fx.is_empty());
-        let mut region = PciBarRegion::new(bdf, 2, dev.clone());
+        let mut region = PciBarRegion::new(bdf, 2, 0, dev.clone());
         assert!(region.write(0x10, &0xfee0_0000u32.to_le_bytes()).is_empty());
         assert!(region.write(0x18, &0x61u32.to_le_bytes()).is_empty());
         let fx = region.write(0x1c, &0u32.to_le_bytes());
@@ -792,7 +806,7 @@ mod tests {
         ]);
         let mut io = PciConfigIo::new(root.clone(), None);
         let mut ecam = PciConfigMmio::new(root, 2 << 20);
-        let mut bar = PciBarRegion::new(Bdf::new(0, 0, 0), 1, dev.clone());
+        let mut bar = PciBarRegion::new(Bdf::new(0, 0, 0), 1, 0, dev.clone());
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
             seed ^= seed << 13;

@@ -19,7 +19,7 @@
 //! decodes at PMBASE while ACPI_EN is set and PMBASE is non-zero, as QEMU's
 //! `ich9_lpc_pmbase_sci_update` (PCICMD.IOSE is stored but, as in QEMU,
 //! does not gate it). Every write that changes the decoded base returns
-//! one [`PciChange::PmBase`]. OVMF (`PlatformInitLib/Platform.c`
+//! one [`PciChange::Window`]. OVMF (`PlatformInitLib/Platform.c`
 //! `PlatformMiscInitialization`) reads ACPI_CNTL, and if ACPI_EN is clear
 //! does a 32-bit read-modify-write of PMBASE to 0x600, sets PCICMD.IOSE and
 //! then ACPI_EN: one change, `None -> 0x600`, on the last write.
@@ -40,8 +40,8 @@
 //! need not map anything there (OVMF only reserves the range in its memory
 //! map), and guest accesses fall to the MMIO bus's unclaimed handling.
 
-use super::{ConfigSpace, Identity, VENDOR_INTEL, overlaps};
-use crate::pci::{PciChange, PciDevice};
+use super::{chipset_config, overlaps, set_wmask};
+use crate::pci::{PciChange, PciConfiguration, PciDevice};
 
 /// Device ID (QEMU's `PCI_DEVICE_ID_INTEL_ICH9_8`).
 pub const DEVICE_ID: u16 = 0x2918;
@@ -53,7 +53,7 @@ pub const CLASS: u32 = 0x06_01_00;
 pub const HEADER_TYPE: u8 = 0x80;
 
 /// Offset of PMBASE (32 bits).
-pub const PMBASE: usize = 0x40;
+pub const PMBASE: u16 = 0x40;
 /// Base-address bits of PMBASE (128-port aligned).
 pub const PMBASE_BASE_MASK: u32 = 0xff80;
 /// PMBASE bit 0: resource type indicator, hardwired 1 (I/O space).
@@ -62,7 +62,7 @@ pub const PMBASE_RTE: u32 = 0x1;
 pub const OVMF_PMBASE: u16 = 0x600;
 
 /// Offset of ACPI_CNTL.
-pub const ACPI_CNTL: usize = 0x44;
+pub const ACPI_CNTL: u16 = 0x44;
 /// ACPI_CNTL: ACPI I/O enable.
 pub const ACPI_CNTL_ACPI_EN: u8 = 0x80;
 /// ACPI_CNTL: SCI IRQ select field.
@@ -70,9 +70,9 @@ pub const ACPI_CNTL_SCI_IRQ_SEL_MASK: u8 = 0x07;
 const ACPI_CNTL_WMASK: u8 = ACPI_CNTL_ACPI_EN | ACPI_CNTL_SCI_IRQ_SEL_MASK;
 
 /// Offset of PIRQA_ROUT; PIRQB..D follow.
-pub const PIRQA_ROUT: usize = 0x60;
+pub const PIRQA_ROUT: u16 = 0x60;
 /// Offset of PIRQE_ROUT; PIRQF..H follow.
-pub const PIRQE_ROUT: usize = 0x68;
+pub const PIRQE_ROUT: u16 = 0x68;
 /// PIRQx_ROUT bit 7: routing to the 8259 disabled.
 pub const PIRQ_ROUT_IRQEN: u8 = 0x80;
 /// PIRQx_ROUT: ISA IRQ field.
@@ -82,18 +82,18 @@ pub const PIRQ_ROUT_DEFAULT: u8 = 0x80;
 const PIRQ_ROUT_WMASK: u8 = PIRQ_ROUT_IRQEN | PIRQ_ROUT_IRQ_MASK;
 
 /// Offset of GEN_PMCON_1 (16 bits).
-pub const GEN_PMCON_1: usize = 0xa0;
+pub const GEN_PMCON_1: u16 = 0xa0;
 /// GEN_PMCON_1: SMI_LOCK, sticky once set.
 pub const GEN_PMCON_1_SMI_LOCK: u16 = 1 << 4;
 /// Offset of GEN_PMCON_2.
-pub const GEN_PMCON_2: usize = 0xa2;
+pub const GEN_PMCON_2: u16 = 0xa2;
 /// Offset of GEN_PMCON_3.
-pub const GEN_PMCON_3: usize = 0xa4;
+pub const GEN_PMCON_3: u16 = 0xa4;
 /// Bytes of the GEN_PMCON block QEMU stores (0xa0..0xa8).
 const GEN_PMCON_LEN: usize = 8;
 
 /// Offset of RCBA (32 bits).
-pub const RCBA: usize = 0xf0;
+pub const RCBA: u16 = 0xf0;
 /// RCBA enable bit.
 pub const RCBA_EN: u32 = 0x1;
 /// RCBA base-address bits 31:14 (16 KiB aligned).
@@ -106,7 +106,7 @@ pub const RCBA_SIZE: u32 = 16 * 1024;
 /// The ICH9 LPC bridge.
 #[derive(Debug, Clone)]
 pub struct Lpc {
-    cs: ConfigSpace,
+    cs: PciConfiguration,
 }
 
 impl Default for Lpc {
@@ -119,22 +119,16 @@ impl Lpc {
     /// An LPC bridge in its reset state (PM block not decoding, PIRQs not
     /// routed, RCBA disabled).
     pub fn new() -> Self {
-        let mut cs = ConfigSpace::new(Identity {
-            vendor: VENDOR_INTEL,
-            device: DEVICE_ID,
-            revision: REVISION,
-            class: CLASS,
-            header_type: HEADER_TYPE,
-        });
+        let mut cs = chipset_config(DEVICE_ID, REVISION, CLASS, HEADER_TYPE & 0x80 != 0);
         cs.set_u32(PMBASE, PMBASE_RTE);
-        cs.set_wmask(PMBASE, &PMBASE_BASE_MASK.to_le_bytes());
-        cs.set_wmask(ACPI_CNTL, &[ACPI_CNTL_WMASK]);
+        set_wmask(&mut cs, PMBASE, &PMBASE_BASE_MASK.to_le_bytes());
+        set_wmask(&mut cs, ACPI_CNTL, &[ACPI_CNTL_WMASK]);
         for base in [PIRQA_ROUT, PIRQE_ROUT] {
             cs.set_bytes(base, &[PIRQ_ROUT_DEFAULT; 4]);
-            cs.set_wmask(base, &[PIRQ_ROUT_WMASK; 4]);
+            set_wmask(&mut cs, base, &[PIRQ_ROUT_WMASK; 4]);
         }
-        cs.set_wmask(GEN_PMCON_1, &[0xff; GEN_PMCON_LEN]);
-        cs.set_wmask(RCBA, &(RCBA_BASE_MASK | RCBA_EN).to_le_bytes());
+        set_wmask(&mut cs, GEN_PMCON_1, &[0xff; GEN_PMCON_LEN]);
+        set_wmask(&mut cs, RCBA, &(RCBA_BASE_MASK | RCBA_EN).to_le_bytes());
         Self { cs }
     }
 
@@ -156,18 +150,18 @@ impl Lpc {
     /// The base address programmed in PMBASE, decoding or not.
     pub fn pmbase_register(&self) -> u16 {
         // Masked to 16 bits by PMBASE_BASE_MASK.
-        (self.cs.u32(PMBASE) & PMBASE_BASE_MASK) as u16
+        (self.cs.read_u32(PMBASE) & PMBASE_BASE_MASK) as u16
     }
 
     /// ACPI_CNTL.ACPI_EN.
     pub fn acpi_enabled(&self) -> bool {
-        self.cs.u8(ACPI_CNTL) & ACPI_CNTL_ACPI_EN != 0
+        self.cs.read_u8(ACPI_CNTL) & ACPI_CNTL_ACPI_EN != 0
     }
 
     /// The IRQ (GSI) the SCI select field names: 9, 10, 11, 20 or 21.
     /// Reserved selections (3, 6, 7) are treated as the default, IRQ 9.
     pub fn sci_irq(&self) -> u8 {
-        match self.cs.u8(ACPI_CNTL) & ACPI_CNTL_SCI_IRQ_SEL_MASK {
+        match self.cs.read_u8(ACPI_CNTL) & ACPI_CNTL_SCI_IRQ_SEL_MASK {
             1 => 10,
             2 => 11,
             4 => 20,
@@ -184,11 +178,11 @@ impl Lpc {
         let mut routes = [None; 8];
         for (i, r) in routes.iter_mut().enumerate() {
             let off = if i < 4 {
-                PIRQA_ROUT + i
+                PIRQA_ROUT + i as u16
             } else {
-                PIRQE_ROUT + i - 4
+                PIRQE_ROUT + i as u16 - 4
             };
-            let v = self.cs.u8(off);
+            let v = self.cs.read_u8(off);
             if v & PIRQ_ROUT_IRQEN == 0 {
                 *r = Some(v & PIRQ_ROUT_IRQ_MASK);
             }
@@ -198,7 +192,7 @@ impl Lpc {
 
     /// GEN_PMCON_1 as stored.
     pub fn gen_pmcon_1(&self) -> u16 {
-        self.cs.u16(GEN_PMCON_1)
+        self.cs.read_u16(GEN_PMCON_1)
     }
 
     /// True once GEN_PMCON_1.SMI_LOCK has been set (until reset).
@@ -208,7 +202,7 @@ impl Lpc {
 
     /// The raw RCBA register.
     pub fn rcba_register(&self) -> u32 {
-        self.cs.u32(RCBA)
+        self.cs.read_u32(RCBA)
     }
 
     /// The root complex register block base, if enabled. Informational:
@@ -223,7 +217,7 @@ impl Lpc {
     fn update_pmcon_lock(&mut self) {
         if self.smi_locked() {
             let mask: u16 = !GEN_PMCON_1_SMI_LOCK;
-            self.cs.set_wmask(GEN_PMCON_1, &mask.to_le_bytes());
+            set_wmask(&mut self.cs, GEN_PMCON_1, &mask.to_le_bytes());
         }
     }
 }
@@ -232,7 +226,15 @@ fn pm_change(old: Option<u16>, new: Option<u16>) -> Vec<PciChange> {
     if old == new {
         Vec::new()
     } else {
-        vec![PciChange::PmBase { old, new }]
+        vec![pm_window(new)]
+    }
+}
+
+/// The PM block's window change for a new base.
+fn pm_window(new: Option<u16>) -> PciChange {
+    PciChange::Window {
+        window: crate::Window::AcpiPm,
+        new: new.map(|b| (u64::from(b), u64::from(crate::acpi_pm::BLOCK_LEN))),
     }
 }
 
@@ -256,27 +258,27 @@ mod tests {
     use super::super::test_util::{cfg_read, cfg_write};
     use super::*;
 
-    fn pm(old: Option<u16>, new: Option<u16>) -> Vec<PciChange> {
-        vec![PciChange::PmBase { old, new }]
+    fn pm(_old: Option<u16>, new: Option<u16>) -> Vec<PciChange> {
+        vec![pm_window(new)]
     }
 
     /// OVMF's `PlatformMiscInitialization` on Q35, access by access.
     fn ovmf_init(l: &mut Lpc) -> Vec<PciChange> {
         let mut changes = Vec::new();
-        let acpi = cfg_read(l, ACPI_CNTL as u16, 1) as u8;
+        let acpi = cfg_read(l, ACPI_CNTL, 1) as u8;
         if acpi & ACPI_CNTL_ACPI_EN == 0 {
             // PciAndThenOr32 (Pmba, ~ICH9_PMBASE_MASK, ICH9_PMBASE_VALUE)
-            let v = cfg_read(l, PMBASE as u16, 4);
-            changes.extend(cfg_write(l, PMBASE as u16, 4, (v & !0xff80) | 0x600));
+            let v = cfg_read(l, PMBASE, 4);
+            changes.extend(cfg_write(l, PMBASE, 4, (v & !0xff80) | 0x600));
             // PciOr8 (PmCmd, EFI_PCI_COMMAND_IO_SPACE)
             let c = cfg_read(l, 4, 1);
             changes.extend(cfg_write(l, 4, 1, c | 1));
             // PciOr8 (AcpiCtlReg, ICH9_ACPI_CNTL_ACPI_EN)
-            let a = cfg_read(l, ACPI_CNTL as u16, 1);
-            changes.extend(cfg_write(l, ACPI_CNTL as u16, 1, a | 0x80));
+            let a = cfg_read(l, ACPI_CNTL, 1);
+            changes.extend(cfg_write(l, ACPI_CNTL, 1, a | 0x80));
         }
         // PciWrite32 (ICH9_RCBA, ICH9_ROOT_COMPLEX_BASE | ICH9_RCBA_EN)
-        changes.extend(cfg_write(l, RCBA as u16, 4, OVMF_RCBA | RCBA_EN));
+        changes.extend(cfg_write(l, RCBA, 4, OVMF_RCBA | RCBA_EN));
         changes
     }
 
@@ -304,13 +306,13 @@ mod tests {
     #[test]
     fn reset_state() {
         let mut l = Lpc::new();
-        assert_eq!(cfg_read(&mut l, PMBASE as u16, 4), 1);
-        assert_eq!(cfg_read(&mut l, ACPI_CNTL as u16, 1), 0);
+        assert_eq!(cfg_read(&mut l, PMBASE, 4), 1);
+        assert_eq!(cfg_read(&mut l, ACPI_CNTL, 1), 0);
         assert_eq!(l.pm_base(), None);
         assert_eq!(l.sci_irq(), 9);
         assert_eq!(l.pirq_routes(), [None; 8]);
         assert_eq!(l.rcba(), None);
-        assert_eq!(cfg_read(&mut l, RCBA as u16, 4), 0);
+        assert_eq!(cfg_read(&mut l, RCBA, 4), 0);
     }
 
     #[test]
@@ -318,10 +320,10 @@ mod tests {
         let mut l = Lpc::new();
         assert_eq!(ovmf_init(&mut l), pm(None, Some(0x600)));
         assert_eq!(l.pm_base(), Some(0x600));
-        assert_eq!(cfg_read(&mut l, PMBASE as u16, 4), 0x601);
+        assert_eq!(cfg_read(&mut l, PMBASE, 4), 0x601);
         assert_eq!(cfg_read(&mut l, 4, 2), 1, "PCICMD.IOSE");
-        assert_eq!(cfg_read(&mut l, ACPI_CNTL as u16, 1), 0x80);
-        assert_eq!(cfg_read(&mut l, RCBA as u16, 4), 0xfed1_c001);
+        assert_eq!(cfg_read(&mut l, ACPI_CNTL, 1), 0x80);
+        assert_eq!(cfg_read(&mut l, RCBA, 4), 0xfed1_c001);
         assert_eq!(l.rcba(), Some(OVMF_RCBA));
         assert_eq!(l.sci_irq(), 9);
         // Second pass (S3 resume, warm reboot without device reset): ACPI_EN
@@ -336,40 +338,28 @@ mod tests {
         // Relocation while enabled; low bits other than 7 are read-only and
         // bit 0 stays 1.
         assert_eq!(
-            cfg_write(&mut l, PMBASE as u16, 2, 0xb07f),
+            cfg_write(&mut l, PMBASE, 2, 0xb07f),
             pm(Some(0x600), Some(0xb000))
         );
-        assert_eq!(cfg_read(&mut l, PMBASE as u16, 4), 0xb001);
+        assert_eq!(cfg_read(&mut l, PMBASE, 4), 0xb001);
         // Same base again: nothing.
-        assert!(cfg_write(&mut l, PMBASE as u16, 4, 0xffff_b000).is_empty());
-        assert_eq!(cfg_read(&mut l, PMBASE as u16, 4), 0xb001);
+        assert!(cfg_write(&mut l, PMBASE, 4, 0xffff_b000).is_empty());
+        assert_eq!(cfg_read(&mut l, PMBASE, 4), 0xb001);
         // Bit 7 alone (a byte write) moves it by 128 ports.
         assert_eq!(
-            cfg_write(&mut l, PMBASE as u16, 1, 0x80),
+            cfg_write(&mut l, PMBASE, 1, 0x80),
             pm(Some(0xb000), Some(0xb080))
         );
         // ACPI_EN off, then on.
-        assert_eq!(
-            cfg_write(&mut l, ACPI_CNTL as u16, 1, 0),
-            pm(Some(0xb080), None)
-        );
-        assert!(cfg_write(&mut l, PMBASE as u16, 2, 0x700).is_empty());
-        assert_eq!(
-            cfg_write(&mut l, ACPI_CNTL as u16, 1, 0x80),
-            pm(None, Some(0x700))
-        );
+        assert_eq!(cfg_write(&mut l, ACPI_CNTL, 1, 0), pm(Some(0xb080), None));
+        assert!(cfg_write(&mut l, PMBASE, 2, 0x700).is_empty());
+        assert_eq!(cfg_write(&mut l, ACPI_CNTL, 1, 0x80), pm(None, Some(0x700)));
         // Base 0 with ACPI_EN set does not decode.
-        assert_eq!(
-            cfg_write(&mut l, PMBASE as u16, 4, 0),
-            pm(Some(0x700), None)
-        );
-        assert_eq!(
-            cfg_write(&mut l, PMBASE as u16, 4, 0x600),
-            pm(None, Some(0x600))
-        );
+        assert_eq!(cfg_write(&mut l, PMBASE, 4, 0), pm(Some(0x700), None));
+        assert_eq!(cfg_write(&mut l, PMBASE, 4, 0x600), pm(None, Some(0x600)));
         // Bits 31:16 are read-only.
-        assert!(cfg_write(&mut l, PMBASE as u16 + 2, 2, 0xffff).is_empty());
-        assert_eq!(cfg_read(&mut l, PMBASE as u16, 4), 0x601);
+        assert!(cfg_write(&mut l, PMBASE + 2, 2, 0xffff).is_empty());
+        assert_eq!(cfg_read(&mut l, PMBASE, 4), 0x601);
     }
 
     #[test]
@@ -385,15 +375,15 @@ mod tests {
             (6, 9),
             (7, 9),
         ] {
-            assert!(cfg_write(&mut l, ACPI_CNTL as u16, 1, sel).is_empty());
+            assert!(cfg_write(&mut l, ACPI_CNTL, 1, sel).is_empty());
             assert_eq!(l.sci_irq(), irq, "select {sel}");
         }
         // Bits 6:3 are read-only.
-        let _ = cfg_write(&mut l, ACPI_CNTL as u16, 1, 0x79);
-        assert_eq!(cfg_read(&mut l, ACPI_CNTL as u16, 1), 0x01);
+        let _ = cfg_write(&mut l, ACPI_CNTL, 1, 0x79);
+        assert_eq!(cfg_read(&mut l, ACPI_CNTL, 1), 0x01);
         // 0x45..0x47 read 0.
-        let _ = cfg_write(&mut l, ACPI_CNTL as u16, 4, 0xffff_ff00);
-        assert_eq!(cfg_read(&mut l, ACPI_CNTL as u16, 4), 0);
+        let _ = cfg_write(&mut l, ACPI_CNTL, 4, 0xffff_ff00);
+        assert_eq!(cfg_read(&mut l, ACPI_CNTL, 4), 0);
     }
 
     #[test]
@@ -401,24 +391,24 @@ mod tests {
         let mut l = Lpc::new();
         // PciAcpiInitialization: PIRQA..H <- 10, 10, 11, 11, 10, 10, 11, 11.
         for (i, irq) in [10u32, 10, 11, 11].iter().enumerate() {
-            assert!(cfg_write(&mut l, PIRQA_ROUT as u16 + i as u16, 1, *irq).is_empty());
-            assert!(cfg_write(&mut l, PIRQE_ROUT as u16 + i as u16, 1, *irq).is_empty());
+            assert!(cfg_write(&mut l, PIRQA_ROUT + i as u16, 1, *irq).is_empty());
+            assert!(cfg_write(&mut l, PIRQE_ROUT + i as u16, 1, *irq).is_empty());
         }
         let r = [Some(10), Some(10), Some(11), Some(11)];
         let mut all = [None; 8];
         all[..4].copy_from_slice(&r);
         all[4..].copy_from_slice(&r);
         assert_eq!(l.pirq_routes(), all);
-        assert_eq!(cfg_read(&mut l, PIRQA_ROUT as u16, 4), 0x0b0b_0a0a);
-        assert_eq!(cfg_read(&mut l, PIRQE_ROUT as u16, 4), 0x0b0b_0a0a);
+        assert_eq!(cfg_read(&mut l, PIRQA_ROUT, 4), 0x0b0b_0a0a);
+        assert_eq!(cfg_read(&mut l, PIRQE_ROUT, 4), 0x0b0b_0a0a);
         // 0x64..0x67 are not PIRQ registers.
         let _ = cfg_write(&mut l, 0x64, 4, 0xffff_ffff);
         assert_eq!(cfg_read(&mut l, 0x64, 4), 0);
         // Reserved bits 6:4 are read-only; IRQEN disables the route.
-        let _ = cfg_write(&mut l, PIRQA_ROUT as u16, 1, 0xff);
-        assert_eq!(cfg_read(&mut l, PIRQA_ROUT as u16, 1), 0x8f);
-        let _ = cfg_write(&mut l, PIRQE_ROUT as u16 + 3, 1, 0x7f);
-        assert_eq!(cfg_read(&mut l, PIRQE_ROUT as u16 + 3, 1), 0x0f);
+        let _ = cfg_write(&mut l, PIRQA_ROUT, 1, 0xff);
+        assert_eq!(cfg_read(&mut l, PIRQA_ROUT, 1), 0x8f);
+        let _ = cfg_write(&mut l, PIRQE_ROUT + 3, 1, 0x7f);
+        assert_eq!(cfg_read(&mut l, PIRQE_ROUT + 3, 1), 0x0f);
         let routes = l.pirq_routes();
         assert_eq!((routes[0], routes[7]), (None, Some(15)));
     }
@@ -426,41 +416,41 @@ mod tests {
     #[test]
     fn gen_pmcon_storage_and_smi_lock() {
         let mut l = Lpc::new();
-        let _ = cfg_write(&mut l, GEN_PMCON_1 as u16, 2, 0x0201);
+        let _ = cfg_write(&mut l, GEN_PMCON_1, 2, 0x0201);
         assert_eq!(l.gen_pmcon_1(), 0x0201);
-        let _ = cfg_write(&mut l, GEN_PMCON_2 as u16, 1, 0x5a);
-        let _ = cfg_write(&mut l, GEN_PMCON_3 as u16, 2, 0xa5a5);
-        assert_eq!(cfg_read(&mut l, GEN_PMCON_2 as u16, 1), 0x5a);
-        assert_eq!(cfg_read(&mut l, GEN_PMCON_3 as u16, 2), 0xa5a5);
+        let _ = cfg_write(&mut l, GEN_PMCON_2, 1, 0x5a);
+        let _ = cfg_write(&mut l, GEN_PMCON_3, 2, 0xa5a5);
+        assert_eq!(cfg_read(&mut l, GEN_PMCON_2, 1), 0x5a);
+        assert_eq!(cfg_read(&mut l, GEN_PMCON_3, 2), 0xa5a5);
         assert!(!l.smi_locked());
         // SeaBIOS/OVMF-SMM style: read, OR SMI_LOCK, write a dword.
-        let v = cfg_read(&mut l, GEN_PMCON_1 as u16, 2);
-        let _ = cfg_write(&mut l, GEN_PMCON_1 as u16, 4, v | 0x10);
+        let v = cfg_read(&mut l, GEN_PMCON_1, 2);
+        let _ = cfg_write(&mut l, GEN_PMCON_1, 4, v | 0x10);
         assert!(l.smi_locked());
         // The dword write also hit GEN_PMCON_2 (0xa2) with 0.
-        assert_eq!(cfg_read(&mut l, GEN_PMCON_2 as u16, 1), 0);
+        assert_eq!(cfg_read(&mut l, GEN_PMCON_2, 1), 0);
         // SMI_LOCK sticks; other bits stay writable.
-        let _ = cfg_write(&mut l, GEN_PMCON_1 as u16, 2, 0x0003);
+        let _ = cfg_write(&mut l, GEN_PMCON_1, 2, 0x0003);
         assert_eq!(l.gen_pmcon_1(), 0x0013);
         // 0xa8 is past the block.
         let _ = cfg_write(&mut l, 0xa8, 1, 0xff);
         assert_eq!(cfg_read(&mut l, 0xa8, 1), 0);
         assert!(l.reset().is_empty());
         assert!(!l.smi_locked());
-        let _ = cfg_write(&mut l, GEN_PMCON_1 as u16, 2, 0);
+        let _ = cfg_write(&mut l, GEN_PMCON_1, 2, 0);
         assert_eq!(l.gen_pmcon_1(), 0);
     }
 
     #[test]
     fn rcba_masks() {
         let mut l = Lpc::new();
-        let _ = cfg_write(&mut l, RCBA as u16, 4, 0xffff_ffff);
-        assert_eq!(cfg_read(&mut l, RCBA as u16, 4), 0xffff_c001);
+        let _ = cfg_write(&mut l, RCBA, 4, 0xffff_ffff);
+        assert_eq!(cfg_read(&mut l, RCBA, 4), 0xffff_c001);
         assert_eq!(l.rcba(), Some(0xffff_c000));
-        let _ = cfg_write(&mut l, RCBA as u16, 4, OVMF_RCBA);
+        let _ = cfg_write(&mut l, RCBA, 4, OVMF_RCBA);
         assert_eq!(l.rcba_register(), OVMF_RCBA);
         assert_eq!(l.rcba(), None);
-        let _ = cfg_write(&mut l, RCBA as u16, 1, 0x01);
+        let _ = cfg_write(&mut l, RCBA, 1, 0x01);
         assert_eq!(l.rcba(), Some(OVMF_RCBA));
     }
 
@@ -468,7 +458,7 @@ mod tests {
     fn reset_reports_pm_teardown() {
         let mut l = Lpc::new();
         let _ = ovmf_init(&mut l);
-        let _ = cfg_write(&mut l, PIRQA_ROUT as u16, 1, 10);
+        let _ = cfg_write(&mut l, PIRQA_ROUT, 1, 10);
         assert_eq!(l.reset(), pm(Some(0x600), None));
         assert_eq!(l.pirq_routes(), [None; 8]);
         assert_eq!(l.rcba(), None);
@@ -487,7 +477,7 @@ mod tests {
             let len = [1, 2, 4, 8, 0][(x & 3) as usize + usize::from(x & 0x10 != 0)];
             let bytes = (u64::from(x.rotate_left(9)) | (u64::from(x) << 32)).to_le_bytes();
             for change in l.config_write(off, &bytes[..len]) {
-                assert!(matches!(change, PciChange::PmBase { .. }));
+                assert!(matches!(change, PciChange::Window { .. }));
             }
             let mut buf = [0u8; 8];
             l.config_read(off, &mut buf[..len]);

@@ -20,7 +20,7 @@
 //! (These are the datasheet's bit positions; QEMU's `128ADMSK`/`64ADMSK`
 //! are off by one bit, which no firmware notices because all use 256 MiB.)
 //! Reset value 0xb000_0000, i.e. QEMU's default base, disabled. Every write
-//! that changes the decoded window returns one [`PciChange::Ecam`] with
+//! that changes the decoded window returns one [`PciChange::Window`] with
 //! `(base, length)`; the length fixes the bus count (1 MiB per bus). OVMF
 //! (`PlatformInitLib/Platform.c` `PciExBarInitialization`) writes the low
 //! dword 0, the high dword, then `base | EN` to the low dword: one change,
@@ -42,8 +42,8 @@
 
 use thiserror::Error;
 
-use super::{ConfigSpace, Identity, VENDOR_INTEL, overlaps};
-use crate::pci::{PciChange, PciDevice};
+use super::{chipset_config, overlaps, set_wmask};
+use crate::pci::{PciChange, PciConfiguration, PciDevice};
 
 /// Device ID (QEMU's `PCI_DEVICE_ID_INTEL_P35_MCH`; OVMF's
 /// `INTEL_Q35_MCH_DEVICE_ID`).
@@ -54,7 +54,7 @@ pub const REVISION: u8 = 0;
 pub const CLASS: u32 = 0x06_00_00;
 
 /// Offset of QEMU's extended-TSEG register (16 bits).
-pub const EXT_TSEG_MBYTES: usize = 0x50;
+pub const EXT_TSEG_MBYTES: u16 = 0x50;
 /// Value written to [`EXT_TSEG_MBYTES`] to query the size.
 pub const EXT_TSEG_MBYTES_QUERY: u16 = 0xffff;
 /// Largest extended TSEG size QEMU accepts, in MiB.
@@ -63,7 +63,7 @@ pub const EXT_TSEG_MBYTES_MAX: u16 = 0xfff;
 pub const DEFAULT_EXT_TSEG_MBYTES: u16 = 16;
 
 /// Offset of PCIEXBAR (64 bits).
-pub const PCIEXBAR: usize = 0x60;
+pub const PCIEXBAR: u16 = 0x60;
 /// PCIEXBAR reset value: QEMU's default base, not enabled.
 pub const PCIEXBAR_DEFAULT: u64 = 0xb000_0000;
 /// PCIEXBAR enable bit.
@@ -81,14 +81,14 @@ pub const ECAM_SIZE_128M: u64 = 128 << 20;
 pub const ECAM_SIZE_64M: u64 = 64 << 20;
 
 /// Offset of PAM0; PAM1..PAM6 follow.
-pub const PAM0: usize = 0x90;
+pub const PAM0: u16 = 0x90;
 /// Number of PAM registers.
 pub const PAM_COUNT: usize = 7;
 const PAM0_WMASK: u8 = 0x30;
 const PAM_WMASK: u8 = 0x33;
 
 /// Offset of SMRAM (SMRAMC).
-pub const SMRAM: usize = 0x9d;
+pub const SMRAM: u16 = 0x9d;
 /// SMRAM: open SMRAM to non-SMM code.
 pub const SMRAM_D_OPEN: u8 = 1 << 6;
 /// SMRAM: close SMRAM to data accesses.
@@ -103,7 +103,7 @@ const SMRAM_WMASK: u8 = SMRAM_D_OPEN | SMRAM_D_CLS | SMRAM_D_LCK | SMRAM_G_SMRAM
 const SMRAM_WMASK_LCK: u8 = SMRAM_D_CLS;
 
 /// Offset of ESMRAMC.
-pub const ESMRAMC: usize = 0x9e;
+pub const ESMRAMC: u16 = 0x9e;
 /// ESMRAMC: high SMRAM enable.
 pub const ESMRAMC_H_SMRAME: u8 = 1 << 7;
 /// ESMRAMC: TSEG size field.
@@ -130,7 +130,7 @@ pub enum MchError {
 /// The Q35 host bridge.
 #[derive(Debug, Clone)]
 pub struct Mch {
-    cs: ConfigSpace,
+    cs: PciConfiguration,
     ext_tseg_mb: u16,
 }
 
@@ -158,24 +158,18 @@ impl Mch {
     }
 
     fn build(ext_tseg_mb: u16) -> Self {
-        let mut cs = ConfigSpace::new(Identity {
-            vendor: VENDOR_INTEL,
-            device: DEVICE_ID,
-            revision: REVISION,
-            class: CLASS,
-            header_type: 0,
-        });
+        let mut cs = chipset_config(DEVICE_ID, REVISION, CLASS, false);
         if ext_tseg_mb > 0 {
             cs.set_u16(EXT_TSEG_MBYTES, EXT_TSEG_MBYTES_QUERY);
         }
         cs.set_u64(PCIEXBAR, PCIEXBAR_DEFAULT);
-        cs.set_wmask(PCIEXBAR, &PCIEXBAR_WMASK.to_le_bytes());
-        cs.set_wmask(PAM0, &[PAM0_WMASK]);
-        cs.set_wmask(PAM0 + 1, &[PAM_WMASK; PAM_COUNT - 1]);
+        set_wmask(&mut cs, PCIEXBAR, &PCIEXBAR_WMASK.to_le_bytes());
+        set_wmask(&mut cs, PAM0, &[PAM0_WMASK]);
+        set_wmask(&mut cs, PAM0 + 1, &[PAM_WMASK; PAM_COUNT - 1]);
         cs.set_u8(SMRAM, SMRAM_DEFAULT);
-        cs.set_wmask(SMRAM, &[SMRAM_WMASK]);
+        set_wmask(&mut cs, SMRAM, &[SMRAM_WMASK]);
         cs.set_u8(ESMRAMC, ESMRAMC_DEFAULT);
-        cs.set_wmask(ESMRAMC, &[ESMRAMC_WMASK]);
+        set_wmask(&mut cs, ESMRAMC, &[ESMRAMC_WMASK]);
         Self { cs, ext_tseg_mb }
     }
 
@@ -189,7 +183,7 @@ impl Mch {
 
     /// The raw PCIEXBAR value.
     pub fn pciexbar(&self) -> u64 {
-        self.cs.u64(PCIEXBAR)
+        self.cs.read_u64(PCIEXBAR)
     }
 
     /// The ECAM window PCIEXBAR decodes, if enabled: (base, length).
@@ -201,19 +195,19 @@ impl Mch {
     pub fn pam(&self) -> [u8; PAM_COUNT] {
         let mut pam = [0; PAM_COUNT];
         for (i, p) in pam.iter_mut().enumerate() {
-            *p = self.cs.u8(PAM0 + i);
+            *p = self.cs.read_u8(PAM0 + i as u16);
         }
         pam
     }
 
     /// The SMRAM register.
     pub fn smram(&self) -> u8 {
-        self.cs.u8(SMRAM)
+        self.cs.read_u8(SMRAM)
     }
 
     /// The ESMRAMC register.
     pub fn esmramc(&self) -> u8 {
-        self.cs.u8(ESMRAMC)
+        self.cs.read_u8(ESMRAMC)
     }
 
     /// True once the guest has set SMRAM.D_LCK (until reset).
@@ -233,7 +227,7 @@ impl Mch {
         for (i, &v) in data.iter().enumerate() {
             let off = usize::from(offset) + i;
             if let Some(slot) = off
-                .checked_sub(EXT_TSEG_MBYTES)
+                .checked_sub(usize::from(EXT_TSEG_MBYTES))
                 .and_then(|k| word.get_mut(k))
             {
                 *slot = v;
@@ -252,11 +246,11 @@ impl Mch {
     /// QEMU's `mch_update_smram` lock handling: D_LCK clears D_OPEN and
     /// leaves only D_CLS writable, and ESMRAMC read-only.
     fn update_smram_lock(&mut self) {
-        let smram = self.cs.u8(SMRAM);
+        let smram = self.cs.read_u8(SMRAM);
         if smram & SMRAM_D_LCK != 0 {
             self.cs.set_u8(SMRAM, smram & !SMRAM_D_OPEN);
-            self.cs.set_wmask(SMRAM, &[SMRAM_WMASK_LCK]);
-            self.cs.set_wmask(ESMRAMC, &[ESMRAMC_WMASK_LCK]);
+            set_wmask(&mut self.cs, SMRAM, &[SMRAM_WMASK_LCK]);
+            set_wmask(&mut self.cs, ESMRAMC, &[ESMRAMC_WMASK_LCK]);
         }
     }
 }
@@ -280,7 +274,10 @@ fn ecam_change(old: Option<EcamWindow>, new: Option<EcamWindow>) -> Vec<PciChang
     if old == new {
         Vec::new()
     } else {
-        vec![PciChange::Ecam { old, new }]
+        vec![PciChange::Window {
+            window: crate::Window::Ecam,
+            new,
+        }]
     }
 }
 
@@ -291,7 +288,7 @@ impl PciDevice for Mch {
 
     fn config_write(&mut self, offset: u16, data: &[u8]) -> Vec<PciChange> {
         let old_ecam = self.ecam();
-        let old_tseg = self.cs.u16(EXT_TSEG_MBYTES);
+        let old_tseg = self.cs.read_u16(EXT_TSEG_MBYTES);
         self.cs.write(offset, data);
         if overlaps(offset, data.len(), EXT_TSEG_MBYTES, 2) {
             self.write_ext_tseg(offset, data, old_tseg);
@@ -308,11 +305,14 @@ mod tests {
     use super::super::test_util::{cfg_read, cfg_write};
     use super::*;
 
-    const OFF_HI: u16 = PCIEXBAR as u16 + 4;
-    const OFF_LO: u16 = PCIEXBAR as u16;
+    const OFF_HI: u16 = PCIEXBAR + 4;
+    const OFF_LO: u16 = PCIEXBAR;
 
-    fn ecam(old: Option<EcamWindow>, new: Option<EcamWindow>) -> Vec<PciChange> {
-        vec![PciChange::Ecam { old, new }]
+    fn ecam(_old: Option<EcamWindow>, new: Option<EcamWindow>) -> Vec<PciChange> {
+        vec![PciChange::Window {
+            window: crate::Window::Ecam,
+            new,
+        }]
     }
 
     #[test]
@@ -463,12 +463,12 @@ mod tests {
         let mut m = Mch::new();
         assert_eq!(m.pam(), [0; 7]);
         for i in 0..7u16 {
-            assert!(cfg_write(&mut m, PAM0 as u16 + i, 1, 0xff).is_empty());
+            assert!(cfg_write(&mut m, PAM0 + i, 1, 0xff).is_empty());
         }
         assert_eq!(m.pam(), [0x30, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33]);
         // A dword write covering PAM0..PAM3.
-        let _ = cfg_write(&mut m, PAM0 as u16, 4, 0x1111_1111);
-        assert_eq!(cfg_read(&mut m, PAM0 as u16, 4), 0x1111_1110);
+        let _ = cfg_write(&mut m, PAM0, 4, 0x1111_1111);
+        assert_eq!(cfg_read(&mut m, PAM0, 4), 0x1111_1110);
         // 0x97 is past PAM6 and reads 0.
         let _ = cfg_write(&mut m, 0x97, 1, 0xff);
         assert_eq!(cfg_read(&mut m, 0x97, 1), 0);
@@ -477,18 +477,18 @@ mod tests {
     #[test]
     fn smram_reset_values_and_masks() {
         let mut m = Mch::new();
-        assert_eq!(cfg_read(&mut m, SMRAM as u16, 1), 0x02);
-        assert_eq!(cfg_read(&mut m, ESMRAMC as u16, 1), 0x38);
+        assert_eq!(cfg_read(&mut m, SMRAM, 1), 0x02);
+        assert_eq!(cfg_read(&mut m, ESMRAMC, 1), 0x38);
         // ESMRAMC: H_SMRAME, TSEG_SZ, T_EN writable; cache bits fixed.
-        let _ = cfg_write(&mut m, ESMRAMC as u16, 1, 0xff);
+        let _ = cfg_write(&mut m, ESMRAMC, 1, 0xff);
         assert_eq!(m.esmramc(), 0xbf);
-        let _ = cfg_write(&mut m, ESMRAMC as u16, 1, 0x00);
+        let _ = cfg_write(&mut m, ESMRAMC, 1, 0x00);
         assert_eq!(m.esmramc(), 0x38);
         // SMRAM without D_LCK: D_OPEN | D_CLS | G_SMRAME writable,
         // C_BASE_SEG hardwired.
-        let _ = cfg_write(&mut m, SMRAM as u16, 1, 0xef);
+        let _ = cfg_write(&mut m, SMRAM, 1, 0xef);
         assert_eq!(m.smram(), 0x6a);
-        let _ = cfg_write(&mut m, SMRAM as u16, 1, 0x00);
+        let _ = cfg_write(&mut m, SMRAM, 1, 0x00);
         assert_eq!(m.smram(), 0x02);
         assert!(!m.smram_locked());
     }
@@ -496,18 +496,18 @@ mod tests {
     #[test]
     fn smram_lock() {
         let mut m = Mch::new();
-        let _ = cfg_write(&mut m, ESMRAMC as u16, 1, 0x07);
+        let _ = cfg_write(&mut m, ESMRAMC, 1, 0x07);
         // Set D_OPEN | D_LCK | G_SMRAME at once: D_OPEN is dropped.
-        let _ = cfg_write(&mut m, SMRAM as u16, 1, 0x58);
+        let _ = cfg_write(&mut m, SMRAM, 1, 0x58);
         assert!(m.smram_locked());
         assert_eq!(m.smram(), 0x1a);
         // Only D_CLS stays writable; D_LCK cannot be cleared.
-        let _ = cfg_write(&mut m, SMRAM as u16, 1, 0x60);
+        let _ = cfg_write(&mut m, SMRAM, 1, 0x60);
         assert_eq!(m.smram(), 0x3a);
-        let _ = cfg_write(&mut m, SMRAM as u16, 1, 0x00);
+        let _ = cfg_write(&mut m, SMRAM, 1, 0x00);
         assert_eq!(m.smram(), 0x1a);
         // ESMRAMC is frozen.
-        let _ = cfg_write(&mut m, ESMRAMC as u16, 1, 0x00);
+        let _ = cfg_write(&mut m, ESMRAMC, 1, 0x00);
         assert_eq!(m.esmramc(), 0x3f);
         // A 16-bit write covering both, as a guest might.
         let _ = cfg_write(&mut m, 0x9c, 4, 0);
@@ -515,14 +515,14 @@ mod tests {
         // Reset unlocks.
         assert!(m.reset().is_empty());
         assert_eq!((m.smram(), m.esmramc()), (0x02, 0x38));
-        let _ = cfg_write(&mut m, SMRAM as u16, 1, 0x08);
+        let _ = cfg_write(&mut m, SMRAM, 1, 0x08);
         assert_eq!(m.smram(), 0x0a);
     }
 
     #[test]
     fn ext_tseg_query() {
         let mut m = Mch::new();
-        let off = EXT_TSEG_MBYTES as u16;
+        let off = EXT_TSEG_MBYTES;
         assert_eq!(cfg_read(&mut m, off, 2), 0xffff);
         assert!(cfg_write(&mut m, off, 2, 0xffff).is_empty());
         assert_eq!(cfg_read(&mut m, off, 2), 16);
@@ -545,7 +545,7 @@ mod tests {
     #[test]
     fn ext_tseg_sizes() {
         let mut m = Mch::with_extended_tseg_mb(64).unwrap();
-        let off = EXT_TSEG_MBYTES as u16;
+        let off = EXT_TSEG_MBYTES;
         let _ = cfg_write(&mut m, off, 2, 0xffff);
         assert_eq!(cfg_read(&mut m, off, 2), 64);
         // No extended TSEG: the query value stays, as OVMF expects.

@@ -1,0 +1,301 @@
+use std::sync::{Arc, Mutex};
+
+use devices::pci::{BarKind, Bdf, MsiMessage};
+use devices::{Effect, Effects, Window};
+use vm_memory::MmapRegion;
+
+use super::*;
+use crate::bus::tests::Probe;
+use crate::exit::EffectSink;
+use crate::vm_ops::tests::{Call, Recorder};
+
+fn platform() -> (Arc<Recorder>, Platform) {
+    let rec = Arc::new(Recorder::default());
+    (rec.clone(), Platform::new(rec, 2))
+}
+
+#[test]
+fn ecam_and_pm_block_follow_the_guest() {
+    let (_, mut p) = platform();
+    p.add_window(
+        Window::Ecam,
+        Movable::new(Arc::new(Mutex::new(Probe::default())), 0x1000_0000),
+    );
+    p.add_window(
+        Window::AcpiPm,
+        Movable::new(Arc::new(Mutex::new(Probe::default())), 0x80),
+    );
+    let ecam = |new| Effect::Window {
+        window: Window::Ecam,
+        new,
+    };
+    p.apply(Effects::one(ecam(Some((0xb000_0000, 0x1000_0000)))));
+    let mut b = [0u8; 4];
+    assert!(p.buses.mmio.read(0xb000_0010, &mut b));
+    p.apply(Effects::one(ecam(Some((0xe000_0000, 0x1000_0000)))));
+    assert!(!p.buses.mmio.read(0xb000_0010, &mut b));
+    assert!(p.buses.mmio.read(0xe000_0010, &mut b));
+    assert_eq!(p.window_base(Window::Ecam), Some(0xe000_0000));
+    p.apply(Effects::one(ecam(None)));
+    assert!(!p.buses.mmio.read(0xe000_0010, &mut b));
+    let pm = |new| Effect::Window {
+        window: Window::AcpiPm,
+        new,
+    };
+    p.apply(Effects::one(pm(Some((0x600, 0x80)))));
+    assert!(p.buses.pio.read(0x604, &mut b[..2]));
+    p.apply(Effects::one(pm(Some((0xb000, 0x80)))));
+    assert!(!p.buses.pio.read(0x604, &mut b[..2]));
+    assert!(p.buses.pio.read(0xb004, &mut b[..2]));
+}
+
+#[test]
+fn a_window_moved_onto_another_device_stays_unmapped() {
+    let (_, mut p) = platform();
+    p.add_window(
+        Window::Ecam,
+        Movable::new(Arc::new(Mutex::new(Probe::default())), 0x1000),
+    );
+    p.buses
+        .mmio
+        .insert(
+            0xfee0_0000,
+            0x1000,
+            "other",
+            Arc::new(Mutex::new(Probe::default())),
+        )
+        .unwrap();
+    p.apply(Effects::one(Effect::Window {
+        window: Window::Ecam,
+        new: Some((0xfee0_0000, 0x1000)),
+    }));
+    assert_eq!(p.window_base(Window::Ecam), None);
+}
+
+/// A function whose BARs sit where the test says; BAR2 is 16 KiB with a
+/// mapped first half; reads return the BAR index and offset.
+struct Endpoint {
+    bases: [Option<u64>; 7],
+    memory: Arc<MmapRegion>,
+}
+
+impl Endpoint {
+    fn new() -> Self {
+        Self {
+            bases: [None; 7],
+            memory: Arc::new(MmapRegion::new(0x2000).unwrap()),
+        }
+    }
+}
+
+impl devices::pci::PciDevice for Endpoint {
+    fn config_read(&mut self, _: u16, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn config_write(&mut self, _: u16, _: &[u8]) -> Vec<PciChange> {
+        Vec::new()
+    }
+    fn bar_read(&mut self, index: u8, offset: u64, data: &mut [u8]) {
+        data.fill(index);
+        data[0] = offset as u8;
+    }
+    fn bar_layout(&mut self, index: u8) -> Option<BarLayout> {
+        let base = self.bases[usize::from(index)]?;
+        Some(match index {
+            0 => BarLayout::trapped(base, BarKind::Io, 0x20, "io".into()),
+            2 => BarLayout {
+                base,
+                kind: BarKind::Mem64 { prefetchable: true },
+                size: 0x4000,
+                pieces: vec![
+                    BarPiece::Memory {
+                        offset: 0,
+                        len: 0x2000,
+                        memory: self.memory.clone(),
+                        name: "ep BAR2".into(),
+                    },
+                    BarPiece::Trap {
+                        offset: 0x2000,
+                        len: 0x2000,
+                        name: "ep BAR2 msix-table".into(),
+                    },
+                ],
+            },
+            _ => BarLayout::trapped(
+                base,
+                BarKind::Mem32 {
+                    prefetchable: false,
+                },
+                0x1000,
+                "mem".into(),
+            ),
+        })
+    }
+}
+
+fn bar_change(index: u8) -> Effects {
+    Effects::one(Effect::Pci {
+        bdf: Bdf::new(0, 2, 0),
+        change: PciChange::Bar {
+            index,
+            kind: BarKind::Io,
+            size: 0,
+            old: None,
+            new: None,
+        },
+    })
+}
+
+fn setup() -> (Arc<Recorder>, Platform, Arc<Mutex<Endpoint>>) {
+    let (rec, p) = platform();
+    let ep = Arc::new(Mutex::new(Endpoint::new()));
+    p.add_pci_function(Bdf::new(0, 2, 0), ep.clone()).unwrap();
+    (rec, p, ep)
+}
+
+#[test]
+fn bars_follow_the_device_and_never_cover_other_devices() {
+    let (_, p, ep) = setup();
+    ep.lock().unwrap().bases[1] = Some(0xc000_0000);
+    p.apply(bar_change(1));
+    let mut b = [0u8; 4];
+    assert!(p.buses.mmio.read(0xc000_0010, &mut b));
+    assert_eq!(b, [0x10, 1, 1, 1]);
+    ep.lock().unwrap().bases[1] = Some(0xc001_0000);
+    p.apply(bar_change(1));
+    assert!(!p.buses.mmio.read(0xc000_0010, &mut b));
+    assert!(p.buses.mmio.read(0xc001_0010, &mut b));
+    ep.lock().unwrap().bases[0] = Some(0xc000);
+    p.apply(bar_change(0));
+    assert!(p.buses.pio.read(0xc004, &mut b[..1]));
+    // Over another device: refused; disabling then removes nothing else.
+    p.buses
+        .mmio
+        .insert(
+            0xfee0_0000,
+            0x1000,
+            "lapic",
+            Arc::new(Mutex::new(Probe::default())),
+        )
+        .unwrap();
+    ep.lock().unwrap().bases[1] = Some(0xfee0_0000);
+    p.apply(bar_change(1));
+    assert!(!p.buses.mmio.read(0xc001_0010, &mut b));
+    ep.lock().unwrap().bases[1] = None;
+    p.apply(bar_change(1));
+    assert!(
+        p.buses.mmio.read(0xfee0_0000, &mut b),
+        "the other device is untouched"
+    );
+}
+
+#[test]
+fn memory_pieces_become_slots_that_move_and_are_reused() {
+    let (rec, p, ep) = setup();
+    ep.lock().unwrap().bases[2] = Some(0x8_0000_0000);
+    p.apply(bar_change(2));
+    assert_eq!(
+        rec.take(),
+        vec![Call::SetMemory {
+            slot: 2,
+            gpa: 0x8_0000_0000,
+            len: 0x2000,
+            read_only: false
+        }]
+    );
+    let mut b = [0u8; 4];
+    assert!(
+        !p.buses.mmio.read(0x8_0000_0000, &mut b),
+        "mapped, not trapped"
+    );
+    assert!(
+        p.buses.mmio.read(0x8_0000_2004, &mut b),
+        "the MSI-X page is trapped"
+    );
+    assert_eq!(b[0], 4, "trap offsets are relative to the BAR... ");
+    ep.lock().unwrap().bases[2] = Some(0x9_0000_0000);
+    p.apply(bar_change(2));
+    assert_eq!(
+        rec.take(),
+        vec![
+            Call::RemoveMemory {
+                slot: 2,
+                gpa: 0x8_0000_0000
+            },
+            Call::SetMemory {
+                slot: 2,
+                gpa: 0x9_0000_0000,
+                len: 0x2000,
+                read_only: false
+            }
+        ],
+        "the slot id is given back and reused"
+    );
+    // Applying the same (stale or repeated) change again changes nothing.
+    p.apply(bar_change(2));
+    assert!(rec.take().is_empty());
+    assert_eq!(p.mapped_history().len(), 2);
+    // Off page alignment the memory piece is trapped instead.
+    ep.lock().unwrap().bases[2] = Some(0x9_0000_0800);
+    p.apply(bar_change(2));
+    assert_eq!(
+        rec.take(),
+        vec![Call::RemoveMemory {
+            slot: 2,
+            gpa: 0x9_0000_0000
+        }]
+    );
+    assert!(p.buses.mmio.read(0x9_0000_0804, &mut b));
+    assert_eq!(b[0], 4);
+}
+
+#[test]
+fn a_memory_piece_never_shadows_a_trapped_device() {
+    let (rec, p, ep) = setup();
+    p.buses
+        .mmio
+        .insert(
+            0xfed0_1000,
+            0x10,
+            "hpet-ish",
+            Arc::new(Mutex::new(Probe::default())),
+        )
+        .unwrap();
+    ep.lock().unwrap().bases[2] = Some(0xfed0_0000);
+    p.apply(bar_change(2));
+    assert!(rec.take().is_empty(), "no slot");
+    let mut b = [0u8; 4];
+    assert!(
+        !p.buses.mmio.read(0xfed0_2000, &mut b),
+        "and nothing else of the BAR"
+    );
+}
+
+#[test]
+fn msi_changes_of_one_write_are_one_routing_update() {
+    let (rec, p) = platform();
+    let msi = |vector| Effect::Pci {
+        bdf: Bdf::new(0, 4, 0),
+        change: PciChange::Msi {
+            vector,
+            message: Some(MsiMessage {
+                address: 0xfee0_0000,
+                data: 0x30 + u32::from(vector),
+            }),
+        },
+    };
+    let mut e = Effects::none();
+    for v in 0..4 {
+        e.push(msi(v));
+    }
+    p.apply(e);
+    let calls = rec.take();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::SetRoutes { .. }))
+            .count(),
+        1,
+        "{calls:?}"
+    );
+}

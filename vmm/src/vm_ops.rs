@@ -1,0 +1,232 @@
+//! What the machine asks of the hypervisor after the VM exists: memory
+//! slots, the GSI routing table, irqfds and ioeventfds.
+//!
+//! [`VmOps`] is implemented for KVM's `VmFd`; the platform and the
+//! interrupt router hold an `Arc<dyn VmOps>`, so their logic is unit-tested
+//! with [`tests::Recorder`], which records every call.
+
+use kvm_bindings::{
+    KVM_MEM_READONLY, KvmIrqRouting, kvm_irq_routing_entry, kvm_userspace_memory_region,
+};
+use kvm_ioctls::VmFd;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::kvm::KvmError;
+
+/// Hypervisor operations on a running VM.
+pub trait VmOps: Send + Sync {
+    /// Map `len` bytes of host memory at `host` into the guest at `gpa` as
+    /// slot `slot` (replacing what the slot held).
+    ///
+    /// # Safety
+    ///
+    /// `host..host + len` must be a live mapping of this process that
+    /// stays mapped until the slot is removed or replaced.
+    unsafe fn set_memory(
+        &self,
+        slot: u32,
+        gpa: u64,
+        len: u64,
+        host: u64,
+        read_only: bool,
+    ) -> Result<(), KvmError>;
+
+    /// Remove slot `slot` (guest accesses to its range exit again).
+    fn remove_memory(&self, slot: u32, gpa: u64) -> Result<(), KvmError>;
+
+    /// Replace the whole GSI routing table.
+    fn set_routes(&self, routes: &[kvm_irq_routing_entry]) -> Result<(), KvmError>;
+
+    /// Deliver GSI `gsi` whenever `fd` is signalled.
+    fn assign_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), KvmError>;
+
+    /// Stop delivering `fd` on `gsi`; signals then stay in the eventfd.
+    fn deassign_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), KvmError>;
+
+    /// A level-triggered irqfd: KVM asserts `gsi` on `fd` and signals
+    /// `resample` when the guest acknowledges the interrupt (EOI).
+    fn assign_irqfd_with_resample(
+        &self,
+        fd: &EventFd,
+        resample: &EventFd,
+        gsi: u32,
+    ) -> Result<(), KvmError>;
+}
+
+impl VmOps for VmFd {
+    unsafe fn set_memory(
+        &self,
+        slot: u32,
+        gpa: u64,
+        len: u64,
+        host: u64,
+        read_only: bool,
+    ) -> Result<(), KvmError> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: if read_only { KVM_MEM_READONLY } else { 0 },
+            guest_phys_addr: gpa,
+            memory_size: len,
+            userspace_addr: host,
+        };
+        // SAFETY: the caller guarantees the host range stays mapped for as
+        // long as the slot exists.
+        unsafe { self.set_user_memory_region(region) }
+            .map_err(|e| KvmError::Ioctl("map a memory slot", e))
+    }
+
+    fn remove_memory(&self, slot: u32, gpa: u64) -> Result<(), KvmError> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: 0,
+            userspace_addr: 0,
+        };
+        // SAFETY: a zero-sized region deletes the slot; no host memory is
+        // handed to KVM.
+        unsafe { self.set_user_memory_region(region) }
+            .map_err(|e| KvmError::Ioctl("remove a memory slot", e))
+    }
+
+    fn set_routes(&self, routes: &[kvm_irq_routing_entry]) -> Result<(), KvmError> {
+        let routing = KvmIrqRouting::from_entries(routes)
+            .map_err(|_| KvmError::TooManyRoutes(routes.len()))?;
+        self.set_gsi_routing(&routing)
+            .map_err(|e| KvmError::Ioctl("set the interrupt routing", e))
+    }
+
+    fn assign_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), KvmError> {
+        self.register_irqfd(fd, gsi)
+            .map_err(|e| KvmError::Ioctl("register an irqfd", e))
+    }
+
+    fn deassign_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), KvmError> {
+        self.unregister_irqfd(fd, gsi)
+            .map_err(|e| KvmError::Ioctl("unregister an irqfd", e))
+    }
+
+    fn assign_irqfd_with_resample(
+        &self,
+        fd: &EventFd,
+        resample: &EventFd,
+        gsi: u32,
+    ) -> Result<(), KvmError> {
+        self.register_irqfd_with_resample(fd, resample, gsi)
+            .map_err(|e| KvmError::Ioctl("register a level irqfd", e))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::os::fd::AsRawFd;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// One call the platform made.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Call {
+        SetMemory {
+            slot: u32,
+            gpa: u64,
+            len: u64,
+            read_only: bool,
+        },
+        RemoveMemory {
+            slot: u32,
+            gpa: u64,
+        },
+        /// The number of entries and the MSI GSIs (beyond the legacy ones).
+        SetRoutes {
+            entries: usize,
+            msi_gsis: Vec<u32>,
+        },
+        AssignIrqfd {
+            fd: i32,
+            gsi: u32,
+        },
+        DeassignIrqfd {
+            fd: i32,
+            gsi: u32,
+        },
+        AssignLevel {
+            fd: i32,
+            gsi: u32,
+        },
+    }
+
+    /// Records every call; never fails.
+    #[derive(Debug, Default)]
+    pub struct Recorder(pub Mutex<Vec<Call>>);
+
+    impl Recorder {
+        pub fn take(&self) -> Vec<Call> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+        fn push(&self, c: Call) {
+            self.0.lock().unwrap().push(c);
+        }
+    }
+
+    impl VmOps for Recorder {
+        unsafe fn set_memory(
+            &self,
+            slot: u32,
+            gpa: u64,
+            len: u64,
+            _host: u64,
+            read_only: bool,
+        ) -> Result<(), KvmError> {
+            self.push(Call::SetMemory {
+                slot,
+                gpa,
+                len,
+                read_only,
+            });
+            Ok(())
+        }
+        fn remove_memory(&self, slot: u32, gpa: u64) -> Result<(), KvmError> {
+            self.push(Call::RemoveMemory { slot, gpa });
+            Ok(())
+        }
+        fn set_routes(&self, routes: &[kvm_irq_routing_entry]) -> Result<(), KvmError> {
+            let msi_gsis = routes
+                .iter()
+                .filter(|r| r.type_ == kvm_bindings::KVM_IRQ_ROUTING_MSI)
+                .map(|r| r.gsi)
+                .collect();
+            self.push(Call::SetRoutes {
+                entries: routes.len(),
+                msi_gsis,
+            });
+            Ok(())
+        }
+        fn assign_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), KvmError> {
+            self.push(Call::AssignIrqfd {
+                fd: fd.as_raw_fd(),
+                gsi,
+            });
+            Ok(())
+        }
+        fn deassign_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), KvmError> {
+            self.push(Call::DeassignIrqfd {
+                fd: fd.as_raw_fd(),
+                gsi,
+            });
+            Ok(())
+        }
+        fn assign_irqfd_with_resample(
+            &self,
+            fd: &EventFd,
+            _resample: &EventFd,
+            gsi: u32,
+        ) -> Result<(), KvmError> {
+            self.push(Call::AssignLevel {
+                fd: fd.as_raw_fd(),
+                gsi,
+            });
+            Ok(())
+        }
+    }
+}
