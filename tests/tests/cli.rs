@@ -91,6 +91,25 @@ fn bad_input_gets_one_line_and_status_2() {
         (&["--kernel", good, "--on-reset", "reboot"], "--on-reset"),
         (&["--kernel", good, "--timeout", "soon"], "--timeout"),
         (&["--kernel", good, "--frobnicate"], "--frobnicate"),
+        (
+            &["--kernel", good, "--device", "0000:99:1f.7"],
+            "no such PCI function",
+        ),
+        (
+            &["--kernel", good, "--device", "0000:00:01.0,frob"],
+            "unknown option 'frob'",
+        ),
+        (
+            &[
+                "--kernel",
+                good,
+                "--device",
+                "01:00.0,rom=/x.rom,rombar=off",
+            ],
+            "contradict",
+        ),
+        (&["--kernel", good, "--device", ",rom=/x"], "--device"),
+        (&["--kernel", good, "--vfio", "fancy"], "--vfio"),
         (&[], "--kernel"),
     ];
     for (args, expect) in cases {
@@ -105,6 +124,35 @@ fn bad_input_gets_one_line_and_status_2() {
         &["--kernel", good],
         &[("TESSERA_KVM_DEVICE", "/tmp")],
         "cannot open /tmp",
+    );
+}
+
+/// A PCI function of this host without an IOMMU group (the IOMMU is off,
+/// as on our build machines) is refused before anything is opened, with
+/// the kernel command line that turns the IOMMU on.
+#[test]
+fn passthrough_without_an_iommu_says_how_to_turn_it_on() {
+    let Some(func) = std::fs::read_dir("/sys/bus/pci/devices")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| !p.join("iommu_group").exists())
+    else {
+        eprintln!(
+            "SKIP passthrough_without_an_iommu_says_how_to_turn_it_on: every PCI function here has an IOMMU group"
+        );
+        return;
+    };
+    if !kvm_available("passthrough_without_an_iommu_says_how_to_turn_it_on") {
+        return;
+    }
+    let k = kernel("iommu.bzImage", POWER_OFF);
+    let func = func.to_str().unwrap();
+    assert_usage_error(
+        &["--kernel", k.to_str().unwrap(), "--device", func],
+        &[],
+        "intel_iommu=on",
     );
 }
 

@@ -596,6 +596,29 @@ mod tests {
     }
 
     #[test]
+    fn device_specs() {
+        let d: DeviceSpec = "/sys/bus/pci/devices/0000:01:10.0,rom=/gop.rom,x-no-mmap"
+            .parse()
+            .unwrap();
+        assert_eq!(d.path, "/sys/bus/pci/devices/0000:01:10.0");
+        assert_eq!(d.rom.as_deref(), Some(Path::new("/gop.rom")));
+        assert!(d.no_mmap && !d.no_rom);
+        let d: DeviceSpec = "0000:03:00.0,rombar=off".parse().unwrap();
+        assert!(d.no_rom && d.rom.is_none());
+        for bad in [
+            "",
+            ",rom=x",
+            "01:00.0,rom=",
+            "01:00.0,mmap",
+            "01:00.0,rom=a,rombar=off",
+        ] {
+            assert!(bad.parse::<DeviceSpec>().is_err(), "{bad}");
+        }
+        assert_eq!("iommufd".parse::<VfioMode>().unwrap(), VfioMode::Iommufd);
+        assert!("cdev".parse::<VfioMode>().is_err());
+    }
+
+    #[test]
     fn validation_names_the_problem() {
         let mut c = VmConfig::new(BootSource::Kernel {
             kernel: "/nonexistent/vmlinuz".into(),

@@ -139,8 +139,10 @@ impl StopReason {
 /// Validate `cfg`, open KVM, and run the VM until it stops. With
 /// `--on-reset restart` a guest reset rebuilds the VM and boots again.
 pub fn run(cfg: &VmConfig) -> Result<Report, Error> {
+    stats::mark_start();
     cfg.validate()?;
     let layout = memory::plan(cfg.memory)?;
+    vfio::check(&cfg.devices)?;
     let kvm = kvm::open(&cfg.kvm_path)?;
     let max = kvm::max_vcpus(&kvm);
     if cfg.cpus > max {

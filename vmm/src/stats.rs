@@ -17,11 +17,37 @@
 //! logging the vCPU threads also log their most frequent exit addresses.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kvm_ioctls::VcpuExit;
 
 use crate::platform::Platform;
+
+static STARTED: OnceLock<Instant> = OnceLock::new();
+static FIRST_ENTRY: OnceLock<(Instant, SystemTime)> = OnceLock::new();
+
+/// Note when tessera started working (`vmm::run`).
+pub fn mark_start() {
+    STARTED.get_or_init(Instant::now);
+}
+
+/// Note the first entry of any vCPU into the guest (only the first counts).
+pub fn mark_first_entry() {
+    FIRST_ENTRY.get_or_init(|| (Instant::now(), SystemTime::now()));
+}
+
+/// (milliseconds from [`mark_start`] to the first vCPU entry, the entry's
+/// wall-clock time in microseconds since the epoch).
+pub fn first_entry() -> Option<(f64, u128)> {
+    let (at, wall) = *FIRST_ENTRY.get()?;
+    let ms = STARTED
+        .get()
+        .map_or(0.0, |s| at.duration_since(*s).as_secs_f64() * 1000.0);
+    let us = wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    Some((ms, us))
+}
 
 /// One vCPU's exits.
 #[derive(Debug, Default, Clone)]
@@ -127,14 +153,26 @@ pub struct Stats {
 
 impl Stats {
     /// Gather the buses' counters and the mapped BAR pieces of `platform`.
+    /// A range registered several times at the same place (a BAR the guest
+    /// turned off and on again while sizing it) is one line with the sum.
     pub fn collect(platform: &Platform, vcpus: Vec<ExitStats>) -> Self {
-        let mut devices = Vec::new();
+        let mut devices: Vec<DeviceLine> = Vec::new();
+        let mut add = |line: DeviceLine| match devices.iter_mut().find(|d| {
+            (d.name.as_str(), d.bus, d.base, d.len)
+                == (line.name.as_str(), line.bus, line.base, line.len)
+        }) {
+            Some(d) => {
+                d.reads += line.reads;
+                d.writes += line.writes;
+            }
+            None => devices.push(line),
+        };
         for bus in [&platform.buses.pio, &platform.buses.mmio] {
             for r in bus.range_stats() {
                 let reads = r.reads.load(Ordering::Relaxed);
                 let writes = r.writes.load(Ordering::Relaxed);
                 if reads + writes > 0 || r.name.starts_with("vfio ") {
-                    devices.push(DeviceLine {
+                    add(DeviceLine {
                         name: r.name.clone(),
                         bus: Some(bus.name()),
                         base: r.base,
@@ -146,7 +184,7 @@ impl Stats {
             }
         }
         for m in platform.mapped_history() {
-            devices.push(DeviceLine {
+            add(DeviceLine {
                 name: m.name,
                 bus: None,
                 base: m.base,
@@ -161,6 +199,11 @@ impl Stats {
     /// The lines `--stats` prints.
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if let Some((ms, us)) = first_entry() {
+            out.push(format!(
+                "tessera-stats: startup first_vcpu_entry_ms={ms:.1} first_vcpu_entry_epoch_us={us}"
+            ));
+        }
         for (i, v) in self.vcpus.iter().enumerate() {
             out.push(format!(
                 "tessera-stats: exits vcpu={i} total={} pio={} mmio={} other={}",

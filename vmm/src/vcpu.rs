@@ -290,6 +290,7 @@ impl Vcpu {
 
     fn run(mut self, platform: &Platform, ctl: &Controller) -> ExitStats {
         let mut stats = ExitStats::new(log::log_enabled!(log::Level::Debug));
+        crate::stats::mark_first_entry();
         while !ctl.is_stopping() {
             let action = match self.fd.run() {
                 Ok(exit) => {

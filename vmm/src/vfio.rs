@@ -212,6 +212,15 @@ fn preflight(spec: &str) -> Result<Target, PassthroughError> {
     })
 }
 
+/// Check every `--device` before KVM is opened, so bad input is reported
+/// first (opening happens later, in [`Passthrough::open`]).
+pub fn check(specs: &[DeviceSpec]) -> Result<(), PassthroughError> {
+    for s in specs {
+        preflight(&s.path)?;
+    }
+    Ok(())
+}
+
 /// Which processes hold `path` open (scanning /proc/*/fd), as "pid N (comm)".
 fn holders(path: &Path) -> Vec<String> {
     let mut out = Vec::new();
