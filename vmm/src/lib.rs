@@ -13,6 +13,7 @@ pub mod console;
 pub mod control;
 pub mod event_loop;
 pub mod exit;
+pub mod host;
 pub mod kvm;
 pub mod logger;
 pub mod memory;
