@@ -22,6 +22,7 @@ pub mod platform;
 mod q35;
 pub mod slots;
 pub mod vcpu;
+pub mod vf;
 pub mod vm;
 
 use std::sync::Arc;

@@ -388,6 +388,9 @@ pub enum HostError {
         /// A display-class PF.
         gpu: bool,
     },
+    /// `vf create --count 0`.
+    #[error("--count must be at least 1: 'tessera vf destroy --pf {0}' removes the VFs")]
+    ZeroCount(PciAddress),
     /// The PF has no driver, so the kernel cannot enable its VFs.
     #[error(
         "{0} has no driver bound, and only the PF's own driver (igb, xe, i915 ...) can enable VFs: bind it (echo {0} > /sys/bus/pci/drivers_probe) and try again"

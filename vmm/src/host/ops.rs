@@ -293,12 +293,14 @@ fn ensure_driver(k: &mut dyn Kernel, root: &HostRoot, driver: &str) -> Result<()
 /// Bind `addr` to a VFIO driver: `driver_override`, unbind from the
 /// current driver, `drivers_probe`, then check the result. Refuses an
 /// SR-IOV PF, a function a VM uses, and one whose IOMMU group holds a
-/// device still used by a host driver.
+/// device still used by a host driver, unless that device is in `along`
+/// (being bound in the same command).
 pub fn bind(
     k: &mut dyn Kernel,
     root: &HostRoot,
     addr: PciAddress,
     choice: &DriverChoice,
+    along: &[PciAddress],
 ) -> Result<Bound, HostError> {
     let f = PciFunction::read(root, addr)?;
     if let Some(s) = &f.sriov {
@@ -320,7 +322,10 @@ pub fn bind(
             unchanged: true,
         });
     }
-    let members = group_in_host_use(root, &f);
+    let members: Vec<_> = group_in_host_use(root, &f)
+        .into_iter()
+        .filter(|(a, _)| !along.contains(a))
+        .collect();
     if !members.is_empty() {
         return Err(HostError::GroupNotViable {
             address: addr,

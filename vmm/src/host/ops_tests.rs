@@ -156,7 +156,7 @@ fn bind_writes_override_unbind_and_probe_in_that_order() {
     h.bind(vfs[0], "igbvf");
     h.pci_driver("vfio-pci");
     let mut k = FakeKernel::new(&h);
-    let b = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto).unwrap();
+    let b = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto, &[]).unwrap();
     assert_eq!(
         k.writes(),
         [
@@ -182,13 +182,14 @@ fn bind_writes_override_unbind_and_probe_in_that_order() {
         &h.root,
         vfs[1],
         &DriverChoice::Named("vfio-pci".into()),
+        &[],
     )
     .unwrap();
     assert_eq!(k.writes().len(), 2);
     // Binding again changes nothing.
     let mut k = FakeKernel::new(&h);
     assert!(
-        bind(&mut k, &h.root, vfs[1], &DriverChoice::Auto)
+        bind(&mut k, &h.root, vfs[1], &DriverChoice::Auto, &[])
             .unwrap()
             .unchanged
     );
@@ -200,14 +201,14 @@ fn bind_loads_vfio_pci_on_the_real_host_only() {
     let h = FakeHost::new("ops-modprobe");
     let vfs = h.igb_with_vfs(1);
     let mut k = FakeKernel::new(&h);
-    let e = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto).unwrap_err();
+    let e = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto, &[]).unwrap_err();
     assert!(
         e.to_string()
             .contains("the running kernel has no vfio_pci module"),
         "{e}"
     );
     h.installed_module("kernel/drivers/vfio/pci/vfio-pci.ko.xz");
-    let e = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto).unwrap_err();
+    let e = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto, &[]).unwrap_err();
     assert!(
         e.to_string().contains("run 'modprobe vfio_pci' as root"),
         "{e}"
@@ -221,7 +222,7 @@ fn bind_refuses_a_pf_a_busy_group_and_a_vf_in_use() {
     let vfs = h.igb_with_vfs(2);
     h.pci_driver("vfio-pci");
     let mut k = FakeKernel::new(&h);
-    let e = bind(&mut k, &h.root, pf(), &DriverChoice::Auto).unwrap_err();
+    let e = bind(&mut k, &h.root, pf(), &DriverChoice::Auto, &[]).unwrap_err();
     assert!(matches!(e, HostError::IsPf { numvfs: 2, .. }), "{e}");
     // Put a host-driven function into the second VF's group.
     h.add(
@@ -230,8 +231,13 @@ fn bind_refuses_a_pf_a_busy_group_and_a_vf_in_use() {
             .driver("igb")
             .group(3),
     );
-    let e = bind(&mut k, &h.root, vfs[1], &DriverChoice::Auto).unwrap_err();
+    let e = bind(&mut k, &h.root, vfs[1], &DriverChoice::Auto, &[]).unwrap_err();
     assert!(e.to_string().contains("0000:01:00.1 (igb)"), "{e}");
+    assert!(k.log.is_empty());
+    // Binding the whole group in one command is fine.
+    let other: PciAddress = "0000:01:00.1".parse().unwrap();
+    bind(&mut k, &h.root, vfs[1], &DriverChoice::Auto, &[other]).unwrap();
+    k.log.clear();
     // A VF a VM holds is not moved to another VFIO driver.
     h.bind(vfs[0], "vfio-pci");
     h.process(777, "tessera", &[(9, "/dev/vfio/2")]);
@@ -240,6 +246,7 @@ fn bind_refuses_a_pf_a_busy_group_and_a_vf_in_use() {
         &h.root,
         vfs[0],
         &DriverChoice::Named("xe-vfio-pci".into()),
+        &[],
     )
     .unwrap_err();
     assert!(e.to_string().contains("in use by pid 777 (tessera)"), "{e}");
@@ -266,14 +273,14 @@ fn a_bind_the_kernel_refuses_or_ignores_is_an_error() {
     h.pci_driver("vfio-pci");
     let mut k = FakeKernel::new(&h);
     k.fail.insert("drivers_probe".into(), libc::EINVAL);
-    let e = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto).unwrap_err();
+    let e = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto, &[]).unwrap_err();
     assert!(
         e.to_string()
             .contains("cannot write '0000:01:10.0' to /sys/bus/pci/drivers_probe"),
         "{e}"
     );
     let mut deaf = DeafKernel(Vec::new());
-    let e = bind(&mut deaf, &h.root, vfs[0], &DriverChoice::Auto).unwrap_err();
+    let e = bind(&mut deaf, &h.root, vfs[0], &DriverChoice::Auto, &[]).unwrap_err();
     assert_eq!(deaf.0.len(), 2);
     let m = e.to_string();
     assert!(
@@ -295,7 +302,7 @@ fn auto_picks_xe_vfio_pci_for_xe_vfs_when_the_module_exists() {
     assert_eq!(auto_driver(&h.root, &vf), "xe-vfio-pci");
     h.pci_driver("xe-vfio-pci");
     let mut k = FakeKernel::new(&h);
-    let b = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto).unwrap();
+    let b = bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto, &[]).unwrap();
     assert_eq!(b.driver, "xe-vfio-pci");
     assert_eq!(
         k.writes()[0],
@@ -320,7 +327,7 @@ fn unbind_clears_the_override_and_leaves_a_no_autoprobe_vf_unbound() {
     let vfs = h.igb_with_vfs(1);
     h.pci_driver("vfio-pci");
     let mut k = FakeKernel::new(&h);
-    bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto).unwrap();
+    bind(&mut k, &h.root, vfs[0], &DriverChoice::Auto, &[]).unwrap();
     let mut k = FakeKernel::new(&h);
     let u = unbind(&mut k, &h.root, vfs[0]).unwrap();
     assert_eq!(
