@@ -159,7 +159,8 @@ pub fn interrupt_remapping(root: &HostRoot) -> Remapping {
     }
 }
 
-fn unsafe_interrupts_allowed(root: &HostRoot) -> bool {
+/// `allow_unsafe_interrupts` of vfio_iommu_type1 or iommufd is set.
+pub fn unsafe_interrupts_allowed(root: &HostRoot) -> bool {
     ["vfio_iommu_type1", "iommufd"].iter().any(|m| {
         read_opt(
             &root
@@ -172,7 +173,9 @@ fn unsafe_interrupts_allowed(root: &HostRoot) -> bool {
     })
 }
 
-fn remapping_findings(root: &HostRoot, out: &mut Vec<Finding>) {
+/// `errors`: report remapping off as an error (the preflight already did
+/// when a function was checked).
+fn remapping_findings(root: &HostRoot, errors: bool, out: &mut Vec<Finding>) {
     match interrupt_remapping(root) {
         Remapping::On => {}
         Remapping::Off(reason) if unsafe_interrupts_allowed(root) => out.push(Finding::warning(
@@ -181,7 +184,11 @@ fn remapping_findings(root: &HostRoot, out: &mut Vec<Finding>) {
                 "interrupt remapping is off ({reason}), and allow_unsafe_interrupts is set: passthrough works, but a guest could forge interrupts; enable remapping in the firmware setup to close that"
             ),
         )),
-        Remapping::Off(reason) => out.push(Finding::error(&HostError::InterruptRemappingOff { reason })),
+        Remapping::Off(reason) => {
+            if errors {
+                out.push(Finding::error(&HostError::InterruptRemappingOff { reason }));
+            }
+        }
         Remapping::Unknown(why) => out.push(Finding::warning(
             "interrupt-remapping",
             format!("cannot tell whether interrupt remapping is on ({why}): 'dmesg | grep -i remapping' shows it"),
@@ -376,7 +383,7 @@ pub fn check_host(root: &HostRoot, spec: Option<&str>, guest_memory: u64) -> Che
         };
     }
     if !iommu_units(root).is_empty() {
-        remapping_findings(root, &mut findings);
+        remapping_findings(root, spec.is_none(), &mut findings);
     }
     module_findings(root, &mut findings);
     let pfs: Vec<PciFunction> = match function.and_then(|a| PciFunction::read(root, a).ok()) {

@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::checks::{Remapping, interrupt_remapping, unsafe_interrupts_allowed};
 use super::pci::{PciFunction, group_in_host_use, resolve_function};
 use super::{HostError, HostRoot, NodeAccess, PciAddress, is_vfio_driver, read_opt};
 
@@ -226,8 +227,17 @@ pub fn passthrough_problems(root: &HostRoot, spec: &str, guest_memory: u64) -> P
             .then(|| iommu_off(root, Some(format!("{address} has no IOMMU group"))))
             .flatten()
     });
+    let iommu_is_off = off.is_some();
     if let Some(e) = off {
         problems.push(e);
+    }
+    if !iommu_is_off {
+        // VFIO refuses to attach the group (EPERM) without remapping.
+        if let Remapping::Off(reason) = interrupt_remapping(root) {
+            if !unsafe_interrupts_allowed(root) {
+                problems.push(HostError::InterruptRemappingOff { reason });
+            }
+        }
     }
     let vfio = f
         .driver
@@ -460,6 +470,16 @@ mod tests {
             m.contains("bound to no driver") && !m.contains("driver/unbind"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn interrupt_remapping_off_stops_passthrough_unless_unsafe_interrupts_are_allowed() {
+        let (h, _) = ready_vf("pre-ir");
+        h.intel_iommu("dmar0", 0xf0_50d2);
+        let e = check_passthrough(&h.root, "01:10.0", 0).unwrap_err();
+        assert!(matches!(e, HostError::InterruptRemappingOff { .. }), "{e}");
+        h.module("vfio_iommu_type1", &[("allow_unsafe_interrupts", "Y")]);
+        check_passthrough(&h.root, "01:10.0", 0).unwrap();
     }
 
     #[test]
