@@ -18,10 +18,14 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Boot a VM and run it until it powers off.
     Run(RunArgs),
+    /// SR-IOV VFs: list, create, destroy, bind, unbind, check, profile.
+    Vf(vmm::vf::VfArgs),
 }
 
 #[derive(Args, Debug)]
@@ -214,7 +218,11 @@ fn main() -> ExitCode {
                 // "the following required arguments were not provided:" + the list
                 first = format!("{first} {}", lines.next().unwrap_or(""));
             }
-            return usage_error(format_args!("{first} (see 'tessera run --help')"));
+            let sub = std::env::args()
+                .nth(1)
+                .filter(|a| a == "vf")
+                .unwrap_or("run".into());
+            return usage_error(format_args!("{first} (see 'tessera {sub} --help')"));
         }
     };
     let previous = std::panic::take_hook();
@@ -224,6 +232,7 @@ fn main() -> ExitCode {
     }));
     match cli.command {
         Command::Run(args) => run(&args),
+        Command::Vf(args) => ExitCode::from(vmm::vf::main(&args)),
     }
 }
 
