@@ -93,7 +93,7 @@ fn bad_input_gets_one_line_and_status_2() {
         (&["--kernel", good, "--frobnicate"], "--frobnicate"),
         (
             &["--kernel", good, "--device", "0000:99:1f.7"],
-            "no such PCI function",
+            "no PCI function 0000:99:1f.7",
         ),
         (
             &["--kernel", good, "--device", "0000:00:01.0,frob"],
@@ -152,7 +152,7 @@ fn passthrough_without_an_iommu_says_how_to_turn_it_on() {
     assert_usage_error(
         &["--kernel", k.to_str().unwrap(), "--device", func],
         &[],
-        "intel_iommu=on",
+        "iommu=on iommu=pt",
     );
 }
 

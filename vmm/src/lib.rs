@@ -144,7 +144,7 @@ pub fn run(cfg: &VmConfig) -> Result<Report, Error> {
     stats::mark_start();
     cfg.validate()?;
     let layout = memory::plan(cfg.memory)?;
-    vfio::check(&cfg.devices)?;
+    vfio::check(&cfg.devices, cfg.memory)?;
     let kvm = kvm::open(&cfg.kvm_path)?;
     let max = kvm::max_vcpus(&kvm);
     if cfg.cpus > max {

@@ -4,8 +4,10 @@
 //! `devices::vfio` drives.
 //!
 //! Order of a VM's life with passed-through functions:
-//! 1. [`Passthrough::open`]: each function is checked (bound to a VFIO
-//!    driver, IOMMU on, group viable, permissions, memlock), opened and
+//! 1. [`Passthrough::open`]: each function is checked by
+//!    [`crate::host::check_passthrough`] (bound to a VFIO driver, IOMMU and
+//!    interrupt remapping on, group viable, permissions, memlock, not a
+//!    PF), opened and
 //!    reset; a function another process holds is refused (the kernel
 //!    answers EBUSY) with the holder named.
 //! 2. the device models are built and put on bus 0 ([`Passthrough::attach`]);
@@ -43,6 +45,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::ioctl::{ioctl, ioctl_with_mut_ref};
 
 use crate::config::{DeviceSpec, VfioMode, format_size};
+use crate::host::{self, HostError, HostRoot};
 use crate::platform::Platform;
 
 /// The two VFIO ioctls vfio-ioctls does not expose with their result
@@ -64,27 +67,11 @@ const FIRST_SLOT: u8 = 2;
 /// to do.
 #[derive(Debug, thiserror::Error)]
 pub enum PassthroughError {
-    /// The spec names no PCI function.
-    #[error(
-        "--device {0}: no such PCI function ({1}); list them with 'lspci -D' or 'tessera vf list'"
-    )]
-    NoSuchFunction(String, String),
-    /// The host has no IOMMU (or the function has no group).
-    #[error(
-        "{0}: has no IOMMU group: the IOMMU is off. Add 'intel_iommu=on iommu=pt' (Intel) or 'amd_iommu=on iommu=pt' (AMD) to the kernel command line and reboot"
-    )]
-    NoIommu(String),
-    /// Not bound to a VFIO driver.
-    #[error(
-        "{bdf}: bound to {driver}, not to vfio-pci: run 'tessera vf bind {bdf}' (or: echo vfio-pci > /sys/bus/pci/devices/{bdf}/driver_override; echo {bdf} > /sys/bus/pci/devices/{bdf}/driver/unbind; echo {bdf} > /sys/bus/pci/drivers_probe)"
-    )]
-    NotVfio {
-        /// The function.
-        bdf: String,
-        /// Its driver, or "no driver".
-        driver: String,
-    },
-    /// Another process holds the function.
+    /// What the host checks found (not bound to vfio-pci, IOMMU off,
+    /// group not viable, permissions, memlock, a PF ...).
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// Another process holds the function (the kernel said EBUSY).
     #[error(
         "{0}: busy: {1} already has it open (another VM?); stop it or pass a different function"
     )]
@@ -94,26 +81,11 @@ pub enum PassthroughError {
         "{0}: permission denied opening {1}: run as root, or give your user access to it (e.g. a udev rule: SUBSYSTEM==\"vfio\", OWNER=\"youruser\")"
     )]
     PermissionDenied(String, String),
-    /// The group holds functions still used by the host.
-    #[error(
-        "{0}: its IOMMU group {1} is not viable: every function in it must be bound to vfio-pci (or no driver): {2}"
-    )]
-    NotViable(String, u32, String),
     /// iommufd asked for but not available.
     #[error(
         "{0}: --vfio iommufd needs /dev/iommu and the device's VFIO cdev (/sys/bus/pci/devices/{0}/vfio-dev/vfioN); this kernel lacks {1}: use --vfio legacy"
     )]
     NoIommufd(String, &'static str),
-    /// Locked memory limit too low for DMA mapping.
-    #[error(
-        "RLIMIT_MEMLOCK is {limit} but passthrough pins all {memory} of guest RAM: raise it (ulimit -l unlimited, LimitMEMLOCK=infinity in a systemd unit) or run with CAP_IPC_LOCK"
-    )]
-    Memlock {
-        /// The limit, human-readable.
-        limit: String,
-        /// Guest RAM, human-readable.
-        memory: String,
-    },
     /// A VFIO or KVM call failed.
     #[error("{0}: cannot {1}: {2}")]
     Vfio(String, &'static str, String),
@@ -155,120 +127,28 @@ struct Target {
     cdev: Option<String>,
 }
 
-fn read_link_name(p: &Path) -> Option<String> {
-    std::fs::read_link(p)
-        .ok()
-        .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
-}
-
-/// Resolve a `--device` path or BDF and check what can be checked before
-/// opening anything.
-fn preflight(spec: &str) -> Result<Target, PassthroughError> {
-    let sysfs = if spec.starts_with('/') {
-        PathBuf::from(spec)
-    } else {
-        let bdf = if spec.matches(':').count() == 1 {
-            format!("0000:{spec}")
-        } else {
-            spec.to_string()
-        };
-        Path::new("/sys/bus/pci/devices").join(bdf)
-    };
-    let sysfs = std::fs::canonicalize(&sysfs)
-        .map_err(|e| PassthroughError::NoSuchFunction(spec.to_string(), e.to_string()))?;
-    if !sysfs.join("config").exists() {
-        return Err(PassthroughError::NoSuchFunction(
-            spec.to_string(),
-            format!("{} is not a PCI function", sysfs.display()),
-        ));
-    }
-    let bdf = sysfs
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let group = read_link_name(&sysfs.join("iommu_group"))
-        .and_then(|g| g.parse().ok())
-        .ok_or_else(|| PassthroughError::NoIommu(bdf.clone()))?;
-    let driver = read_link_name(&sysfs.join("driver"));
-    let is_vfio = driver
-        .as_deref()
-        .is_some_and(|d| d == "vfio-pci" || d.ends_with("-vfio-pci") || d.ends_with("_vfio_pci"));
-    if !is_vfio {
-        return Err(PassthroughError::NotVfio {
-            bdf,
-            driver: driver.unwrap_or_else(|| "no driver".into()),
-        });
-    }
-    let cdev = std::fs::read_dir(sysfs.join("vfio-dev"))
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned());
+/// Resolve a `--device` path or BDF and check everything that stops
+/// passthrough before opening anything (see [`crate::host`]).
+fn preflight(root: &HostRoot, spec: &str, memory: u64) -> Result<Target, PassthroughError> {
+    let t = host::check_passthrough(root, spec, memory)?;
     Ok(Target {
-        bdf,
-        sysfs,
-        group,
-        cdev,
+        bdf: t.address.to_string(),
+        sysfs: t.sysfs,
+        group: t.group,
+        cdev: t
+            .cdev
+            .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned())),
     })
 }
 
 /// Check every `--device` before KVM is opened, so bad input is reported
 /// first (opening happens later, in [`Passthrough::open`]).
-pub fn check(specs: &[DeviceSpec]) -> Result<(), PassthroughError> {
+pub fn check(specs: &[DeviceSpec], memory: u64) -> Result<(), PassthroughError> {
+    let root = HostRoot::from_env();
     for s in specs {
-        preflight(&s.path)?;
+        preflight(&root, &s.path, memory)?;
     }
     Ok(())
-}
-
-/// Which processes hold `path` open (scanning /proc/*/fd), as "pid N (comm)".
-fn holders(path: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        if fds
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == path))
-        {
-            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-            out.push(format!("pid {pid} ({})", comm.trim()));
-        }
-    }
-    out
-}
-
-/// The other functions of `group` that a host driver still uses.
-fn group_blockers(group: u32, except: &str) -> String {
-    let dir = PathBuf::from(format!("/sys/kernel/iommu_groups/{group}/devices"));
-    let mut out = Vec::new();
-    for d in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = d.file_name().to_string_lossy().into_owned();
-        if name == except {
-            continue;
-        }
-        let driver = read_link_name(&d.path().join("driver"));
-        match driver.as_deref() {
-            None | Some("vfio-pci" | "pci-stub" | "pcieport") => {}
-            Some(drv) => out.push(format!("{name} (bound to {drv})")),
-        }
-    }
-    if out.is_empty() {
-        "see /sys/kernel/iommu_groups/{group}/devices".replace("{group}", &group.to_string())
-    } else {
-        out.join(", ")
-    }
 }
 
 fn map_open_error(t: &Target, e: &IoctlError, mode_path: String) -> PassthroughError {
@@ -280,7 +160,11 @@ fn map_open_error(t: &Target, e: &IoctlError, mode_path: String) -> PassthroughE
     };
     match (e, io_errno) {
         (_, Some(libc::EBUSY)) => {
-            let who = holders(Path::new(&mode_path));
+            let who: Vec<String> =
+                host::group_holders(&HostRoot::from_env(), Path::new(&mode_path))
+                    .into_iter()
+                    .map(|(pid, comm)| format!("pid {pid} ({comm})"))
+                    .collect();
             let who = if who.is_empty() {
                 "another process".to_string()
             } else {
@@ -291,9 +175,16 @@ fn map_open_error(t: &Target, e: &IoctlError, mode_path: String) -> PassthroughE
         (_, Some(libc::EACCES | libc::EPERM)) => {
             PassthroughError::PermissionDenied(t.bdf.clone(), mode_path)
         }
-        (IoctlError::GroupViable, _) => {
-            PassthroughError::NotViable(t.bdf.clone(), t.group, group_blockers(t.group, &t.bdf))
-        }
+        // The host changed since the checks (or they missed something):
+        // say what they find now.
+        (IoctlError::GroupViable, _) => match preflight(&HostRoot::from_env(), &t.bdf, 0) {
+            Err(e) => e,
+            Ok(_) => PassthroughError::Vfio(
+                t.bdf.clone(),
+                "use its IOMMU group",
+                format!("group {} is not viable", t.group),
+            ),
+        },
         _ => PassthroughError::Vfio(t.bdf.clone(), "open the VFIO device", e.to_string()),
     }
 }
@@ -483,35 +374,6 @@ impl std::fmt::Debug for Passthrough {
     }
 }
 
-fn memlock_check(memory: u64) -> Result<(), PassthroughError> {
-    // CAP_IPC_LOCK lifts the limit for VFIO's pinning.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    const CAP_IPC_LOCK: u32 = 14;
-    if cap_eff & (1 << CAP_IPC_LOCK) != 0 {
-        return Ok(());
-    }
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
-        return Ok(());
-    }
-    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < memory {
-        return Err(PassthroughError::Memlock {
-            limit: format_size(lim.rlim_cur),
-            memory: format_size(memory),
-        });
-    }
-    Ok(())
-}
-
 impl Passthrough {
     /// No passthrough.
     pub fn none() -> Self {
@@ -534,11 +396,11 @@ impl Passthrough {
         if specs.is_empty() {
             return Ok(Self::none());
         }
+        let root = HostRoot::from_env();
         let targets = specs
             .iter()
-            .map(|s| preflight(&s.path))
+            .map(|s| preflight(&root, &s.path, memory))
             .collect::<Result<Vec<_>, _>>()?;
-        memlock_check(memory)?;
         let iommufd_ready =
             Path::new("/dev/iommu").exists() && targets.iter().all(|t| t.cdev.is_some());
         let use_iommufd = match mode {
