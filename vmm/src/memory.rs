@@ -1,7 +1,7 @@
 //! Guest RAM: sized against the host, laid out by `arch::layout`.
 
 use arch::layout::MemoryLayout;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::config::format_size;
 
@@ -60,12 +60,32 @@ pub fn plan(size: u64) -> Result<MemoryLayout, MemoryError> {
     Ok(layout)
 }
 
-/// Allocate guest RAM for `layout` (anonymous, not yet touched).
-pub fn allocate(layout: &MemoryLayout) -> Result<GuestMemoryMmap, MemoryError> {
+/// Allocate guest RAM for `layout` (anonymous, not yet touched). With
+/// `huge_pages` the kernel is asked to back it with transparent huge pages
+/// (`MADV_HUGEPAGE`): done when devices are passed through, because all of
+/// RAM is then pinned for DMA anyway, and 2 MiB pages make pinning and
+/// IOMMU mapping hundreds of times fewer operations.
+pub fn allocate(layout: &MemoryLayout, huge_pages: bool) -> Result<GuestMemoryMmap, MemoryError> {
     let ranges: Vec<(GuestAddress, usize)> = layout
         .ram_regions()
         .into_iter()
         .map(|(start, size)| (GuestAddress(start), size as usize))
         .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Allocate(layout.ram_size(), e))
+    let mem = GuestMemoryMmap::from_ranges(&ranges)
+        .map_err(|e| MemoryError::Allocate(layout.ram_size(), e))?;
+    if huge_pages {
+        for region in mem.iter() {
+            let Ok(host) = region.get_host_address(vm_memory::MemoryRegionAddress(0)) else {
+                continue;
+            };
+            // SAFETY: advice on a mapping `mem` owns, of exactly its
+            // length; MADV_HUGEPAGE changes no contents.
+            let r =
+                unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_HUGEPAGE) };
+            if r != 0 {
+                log::debug!("MADV_HUGEPAGE: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(mem)
 }

@@ -14,10 +14,14 @@
 //!    INTx lines get a level irqfd with resample.
 //! 3. all guest RAM is mapped for DMA ([`Passthrough::map_dma`]) before
 //!    the first vCPU runs.
-//! 4. at the end ([`Passthrough::shutdown`]): interrupts off, functions
-//!    reset (no more DMA), BAR slots removed, DMA unmapped, files closed,
-//!    in a thread with a deadline so a wedged device cannot keep tessera
-//!    from exiting.
+//! 4. at the end ([`Passthrough::shutdown`]): BAR slots removed,
+//!    interrupts off, functions reset (no more DMA), DMA unmapped, files
+//!    closed, in a thread with a deadline so a wedged device cannot keep
+//!    tessera from exiting.
+//!
+//! The kernel's vfio-pci itself resets a function when it is opened and
+//! when it is released, so every VM (also after `--on-reset restart`)
+//! starts with a freshly reset device.
 
 use std::fs::File;
 use std::io;
@@ -192,9 +196,11 @@ fn map_open_error(t: &Target, e: &IoctlError, mode_path: String) -> PassthroughE
 /// The host side of one passed-through function, for the device model.
 struct HostFunction {
     bdf: String,
-    device: Arc<VfioDevice>,
-    /// A second descriptor of the device for positioned I/O and mmap.
+    /// A second descriptor of the device for positioned I/O and mmap;
+    /// declared before `device` so it is closed first (the kernel refuses
+    /// to detach a group from its container while a device file is open).
     file: Arc<File>,
+    device: Arc<VfioDevice>,
     can_reset: bool,
 }
 
@@ -347,6 +353,7 @@ struct Opened {
 
 /// A model on bus 0.
 struct Attached {
+    bdf: Bdf,
     name: String,
     model: Arc<Mutex<VfioPciDevice>>,
 }
@@ -478,16 +485,16 @@ impl Passthrough {
                 )
             })?);
             let can_reset = device_flags(&file).is_ok_and(|f| f & VFIO_DEVICE_FLAGS_RESET != 0);
+            // No reset here: the kernel's vfio-pci resets the function
+            // when it is opened (vfio_pci_core_enable), so the VM starts
+            // with a clean device; a second reset would only double the
+            // start-up time (a secondary bus reset waits about a second).
             let host = HostFunction {
                 bdf: t.bdf.clone(),
-                device: Arc::new(device),
                 file: Arc::new(file),
+                device: Arc::new(device),
                 can_reset,
             };
-            match host.reset() {
-                Ok(()) => debug!("{}: reset", t.bdf),
-                Err(e) => warn!("{}: not reset at start: {e}", t.bdf),
-            }
             opened.push(Opened {
                 target: t,
                 spec: spec.clone(),
@@ -544,7 +551,7 @@ impl Passthrough {
                 PassthroughError::Vfio(o.target.bdf.clone(), "place it on bus 0", e.to_string())
             })?;
             info!("{name} is {bdf} in the guest");
-            self.attached.push(Attached { name, model });
+            self.attached.push(Attached { bdf, name, model });
         }
         Ok(())
     }
@@ -607,7 +614,13 @@ impl Passthrough {
         if self.opened.is_empty() {
             return;
         }
+        // The guest loses the BARs first; then the functions leave bus 0,
+        // so the teardown thread holds the last reference to each model
+        // (and closes the device files within the deadline).
         platform.unmap_all_bars();
+        for a in &self.attached {
+            platform.pci().remove(a.bdf);
+        }
         let attached = std::mem::take(&mut self.attached);
         let ops = self.ops.take();
         let dma = std::mem::take(&mut self.dma);

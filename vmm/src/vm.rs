@@ -66,7 +66,7 @@ pub(crate) fn run_once(
     let control: Arc<dyn VmControl> = ctl.clone();
 
     // Memory first: dropped last, after the VM that maps it.
-    let mem = crate::memory::allocate(layout)?;
+    let mem = crate::memory::allocate(layout, !cfg.devices.is_empty())?;
     let vm = Arc::new(kvm::create_vm(kvm)?);
     kvm::register_memory(&vm, &mem)?;
     // Passed-through functions are opened (and checked) before anything

@@ -222,7 +222,6 @@ const EXP_V2_LEN: u16 = 0x3c;
 
 /// A passed-through function; see the module documentation.
 pub struct VfioPciDevice {
-    backend: Box<dyn VfioBackend>,
     name: String,
     config: PciConfiguration,
     /// Per byte: the bits the guest reads from `config` rather than the
@@ -238,6 +237,9 @@ pub struct VfioPciDevice {
     vectors: Arc<MsiVectors>,
     intx: Option<IntxLine>,
     mode: IrqMode,
+    /// Last: fields drop in order, and the BAR mappings must be gone
+    /// before the host device is closed.
+    backend: Box<dyn VfioBackend>,
 }
 
 impl std::fmt::Debug for VfioPciDevice {
