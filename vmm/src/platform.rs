@@ -345,13 +345,18 @@ impl Platform {
                 self.bus(io).insert(gpa, len, name, region)
             };
             let result = match piece {
-                BarPiece::Memory { memory, name, .. } if gpa % PAGE == 0 && !io => {
+                BarPiece::Memory {
+                    memory,
+                    name,
+                    read_only,
+                    ..
+                } if gpa % PAGE == 0 && !io => {
                     // A memory slot must not shadow a trapped device.
                     if let Some(other) = self.bus(false).overlapping(gpa, len) {
                         Err(format!("it would cover the device at {other:#x}"))
                     } else {
                         let slot = self.slots.allocate();
-                        match self.slots.map_region(slot, gpa, &memory, len) {
+                        match self.slots.map_region(slot, gpa, &memory, len, read_only) {
                             Ok(()) => {
                                 records.push(MappedRecord {
                                     name,

@@ -120,13 +120,14 @@ impl Slots {
     }
 
     /// Map the first `len` bytes of `memory` (a device BAR mapping) at
-    /// `gpa` in `slot`, writable.
+    /// `gpa` in `slot`, writable unless `read_only`.
     pub fn map_region(
         &self,
         slot: u32,
         gpa: u64,
         memory: &Arc<MmapRegion>,
         len: u64,
+        read_only: bool,
     ) -> Result<(), KvmError> {
         if len == 0 || len > memory.size() as u64 {
             return Err(KvmError::BadSlot { gpa, len });
@@ -136,7 +137,7 @@ impl Slots {
         // (the platform's record of the mapped BAR holds one).
         unsafe {
             self.vm
-                .set_memory(slot, gpa, len, memory.as_ptr() as u64, false)
+                .set_memory(slot, gpa, len, memory.as_ptr() as u64, read_only)
         }
     }
 

@@ -147,6 +147,9 @@ pub enum BarPiece {
         len: u64,
         /// The host mapping, kept alive by whoever maps it.
         memory: Arc<MmapRegion>,
+        /// Guest writes must not reach the memory (an expansion ROM): they
+        /// exit and are dropped.
+        read_only: bool,
         /// What it is, for statistics and logs.
         name: String,
     },

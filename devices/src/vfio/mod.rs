@@ -14,8 +14,9 @@
 //!   belong to the guest; sizes and types come from the function (VFIO's
 //!   region sizes and the BAR's own type bits: I/O, 32/64-bit,
 //!   prefetchable), so sizing probes read the right masks. The ROM comes
-//!   from the function's ROM region, or from a file given by the user
-//!   (sized up to a power of two, read-only), or is absent (`rombar=off`).
+//!   from the function's ROM region (read once), or from a file given by
+//!   the user (sized up to a power of two), or is absent (`rombar=off`);
+//!   it is mapped as read-only guest memory, so reading it costs no exits.
 //! * the **command register** is kept here for BAR decoding and also
 //!   written through to the function (bus master, memory enable). Turning
 //!   decode off unmaps the BARs (a [`PciChange::Bar`] with `new: None`).
@@ -230,8 +231,9 @@ pub struct VfioPciDevice {
     /// Per byte: guest writes also go to the function.
     forward: Vec<bool>,
     bars: [Option<Bar>; NUM_BARS + 1],
-    /// The expansion ROM from a file, padded to the ROM BAR's size.
-    rom_file: Option<Vec<u8>>,
+    /// The expansion ROM (from the file or read once from the function),
+    /// padded to the ROM BAR's size.
+    rom: Option<Vec<u8>>,
     msi: Option<MsiCapability>,
     msix: Option<MsixCapability>,
     vectors: Arc<MsiVectors>,
@@ -295,7 +297,7 @@ impl VfioPciDevice {
             forward: vec![true; config.size()],
             config: PciConfiguration::from_image(Vec::new()),
             bars: Default::default(),
-            rom_file: None,
+            rom: None,
             msi: None,
             msix: None,
             vectors: Arc::new(
@@ -458,25 +460,59 @@ impl VfioPciDevice {
                 s => s.next_power_of_two().max(0x800),
             },
         };
+        let mut bytes = match file {
+            Some(bytes) => bytes,
+            None => {
+                let mut bytes = vec![0u8; self.backend.region(region::ROM).size as usize];
+                if let Err(e) = self.backend.region_read(region::ROM, 0, &mut bytes) {
+                    warn!(
+                        "{}: cannot read its expansion ROM, presenting none: {e}",
+                        self.name
+                    );
+                    return Ok(());
+                }
+                bytes
+            }
+        };
+        bytes.resize(size as usize, 0);
         config
             .add_rom_bar(size)
             .map_err(|e| VfioError::Config(address, e))?;
         let kind = BarKind::Mem32 {
             prefetchable: false,
         };
+        // Firmware reads option ROMs byte by byte: as read-only memory
+        // that costs no exits.
+        let piece = if size % PAGE == 0 {
+            MmapRegion::new(size as usize)
+                .ok()
+                .and_then(|m| {
+                    use vm_memory::VolatileMemory;
+                    let slice = m.get_slice(0, bytes.len()).ok()?;
+                    slice.copy_from(&bytes);
+                    Some(m)
+                })
+                .map(|m| BarPiece::Memory {
+                    offset: 0,
+                    len: size,
+                    memory: Arc::new(m),
+                    read_only: true,
+                    name: format!("{} ROM", self.name),
+                })
+        } else {
+            None
+        };
+        let piece = piece.unwrap_or_else(|| BarPiece::Trap {
+            offset: 0,
+            len: size,
+            name: format!("{} ROM", self.name),
+        });
         self.bars[usize::from(ROM_BAR_INDEX)] = Some(Bar {
             kind,
             size,
-            pieces: vec![BarPiece::Trap {
-                offset: 0,
-                len: size,
-                name: format!("{} ROM", self.name),
-            }],
+            pieces: vec![piece],
         });
-        self.rom_file = file.map(|mut bytes| {
-            bytes.resize(size as usize, 0);
-            bytes
-        });
+        self.rom = Some(bytes);
         Ok(())
     }
 
@@ -735,6 +771,7 @@ impl VfioPciDevice {
                             offset: start,
                             len: end - start,
                             memory,
+                            read_only: false,
                             name: bar_name.clone(),
                         });
                         pos = end;
@@ -888,21 +925,12 @@ impl PciDevice for VfioPciDevice {
 
     fn bar_read(&mut self, index: u8, offset: u64, data: &mut [u8]) {
         if index == ROM_BAR_INDEX {
-            match &self.rom_file {
-                Some(rom) => {
-                    for (i, b) in data.iter_mut().enumerate() {
-                        *b = usize::try_from(offset.saturating_add(i as u64))
-                            .ok()
-                            .and_then(|at| rom.get(at))
-                            .copied()
-                            .unwrap_or(0);
-                    }
-                }
-                None => {
-                    if self.backend.region_read(region::ROM, offset, data).is_err() {
-                        data.fill(0xff);
-                    }
-                }
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = usize::try_from(offset.saturating_add(i as u64))
+                    .ok()
+                    .and_then(|at| self.rom.as_ref()?.get(at))
+                    .copied()
+                    .unwrap_or(0xff);
             }
             return;
         }

@@ -631,6 +631,33 @@ fn a_rom_file_replaces_the_device_rom_sized_to_a_power_of_two() {
     let _ = d.bar_write(ROM_BAR_INDEX, 0, &[0xff]);
     d.bar_read(ROM_BAR_INDEX, 0, &mut b);
     assert_eq!(b[0], 0, "read-only");
+    let l = d.bar_layout(ROM_BAR_INDEX).unwrap();
+    let [
+        BarPiece::Memory {
+            memory,
+            read_only: true,
+            len: 0x2000,
+            ..
+        },
+    ] = &l.pieces[..]
+    else {
+        panic!("the ROM is read-only memory: {:?}", l.pieces);
+    };
+    let mut got = vec![0u8; rom.len()];
+    use vm_memory::VolatileMemory;
+    memory
+        .get_slice(0, rom.len())
+        .unwrap()
+        .copy_to(&mut got[..]);
+    assert_eq!(got, rom, "the mapped ROM holds the file");
+}
+
+#[test]
+fn the_device_rom_is_read_once_and_served_from_memory() {
+    let (mut d, _) = device(VfioOptions::default());
+    let mut b = [0u8; 4];
+    d.bar_read(ROM_BAR_INDEX, 0x10, &mut b);
+    assert_eq!(b, [0x16, 0x17, 0x18, 0x19], "the fake's region 6 contents");
 }
 
 #[test]

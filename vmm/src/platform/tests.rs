@@ -112,6 +112,7 @@ impl devices::pci::PciDevice for Endpoint {
                         offset: 0,
                         len: 0x2000,
                         memory: self.memory.clone(),
+                        read_only: false,
                         name: "ep BAR2".into(),
                     },
                     BarPiece::Trap {
