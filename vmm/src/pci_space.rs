@@ -64,6 +64,15 @@ pub enum PciSpaceError {
     },
 }
 
+/// Buses the machine describes to the guest (MCFG and the root bridge's
+/// `_CRS`): only bus 0 exists, there are no bridges. The ECAM window itself
+/// stays the 256 MiB PCIEXBAR the firmware programs, but an OS must not be
+/// told there are 256 buses: Linux takes MCFG's last bus as
+/// `pcibios_last_bus`, and `pcibios_fixup_peer_bridges` then reads the
+/// vendor ID of 32 devices on every bus up to it, 8192 configuration reads
+/// (16k exits through 0xCF8/0xCFC) for nothing.
+pub const BUS_COUNT: u16 = 1;
+
 /// I/O ports for BARs: above what the chipset and legacy devices use.
 pub const IO_WINDOW: (u64, u64) = (0xc000, 0x4000);
 

@@ -317,6 +317,7 @@ fn acpi_generator(
             .ecam()
             .map_or(devices::q35::mch::PCIEXBAR_DEFAULT, |(base, _)| base);
         let mut host = PciHostConfig::q35(ecam_base, mmio32_window(ecam_base, low_ram_end));
+        host.bus_count = crate::pci_space::BUS_COUNT;
         host.mmio64 = space.mmio64_covering(&root);
         let cfg = AcpiConfig {
             cpu_count: cpus,

@@ -323,6 +323,7 @@ fn direct_boot_platform(
         mmio32,
     )?;
     let mut host = PciHostConfig::q35(ecam, mmio32);
+    host.bus_count = crate::pci_space::BUS_COUNT;
     host.mmio64 = space.mmio64_covering(platform.pci());
     let cfg = firmware::acpi::AcpiConfig {
         cpu_count: cpus,
