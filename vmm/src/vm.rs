@@ -351,13 +351,28 @@ fn host_phys_bits(kvm: &Kvm) -> u8 {
 }
 
 /// The smallest address width of the host's IOMMUs, from sysfs: Intel
-/// VT-d's MGAW field (`intel-iommu/cap` bits 21:16, plus one).
+/// VT-d's MGAW field (`intel-iommu/cap` bits 21:16, plus one); AMD-Vi's
+/// host page-table levels (`amd-iommu/features`, the extended feature
+/// register's HATS field, bits 11:10: 4, 5 or 6 levels, 48, 57 or 64 bits).
 fn iommu_address_bits() -> Option<u8> {
     let dir = std::fs::read_dir("/sys/class/iommu").ok()?;
+    let hex = |p: std::path::PathBuf| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|v| u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+    };
     dir.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("intel-iommu/cap")).ok())
-        .filter_map(|cap| u64::from_str_radix(cap.trim(), 16).ok())
-        .map(|cap| (((cap >> 16) & 0x3f) + 1) as u8)
+        .filter_map(|e| {
+            let p = e.path();
+            if let Some(cap) = hex(p.join("intel-iommu/cap")) {
+                return Some((((cap >> 16) & 0x3f) + 1) as u8);
+            }
+            hex(p.join("amd-iommu/features")).map(|efr| match (efr >> 10) & 3 {
+                0 => 48,
+                1 => 57,
+                _ => 64,
+            })
+        })
         .min()
 }
 
