@@ -110,6 +110,10 @@ fn bad_input_gets_one_line_and_status_2() {
         ),
         (&["--kernel", good, "--device", ",rom=/x"], "--device"),
         (&["--kernel", good, "--vfio", "fancy"], "--vfio"),
+        (
+            &["--kernel", good, "--debug-exit-port", "0xf4,size=3"],
+            "--debug-exit-port",
+        ),
         (&[], "--kernel"),
     ];
     for (args, expect) in cases {

@@ -67,6 +67,15 @@ const SMP_APIC_IDS: &[u8] = &[
     0xfd, 0x00,
 ];
 
+/// Real mode: what kvm-unit-tests do to report, a 32-bit `out` to 0xf4.
+///
+/// ```text
+/// mov $0xf4,%dx ; mov $0x12345601,%eax ; out %eax,(%dx) ; 1: hlt ; jmp 1b
+/// ```
+const OUTL_F4: &[u8] = &[
+    0xba, 0xf4, 0x00, 0x66, 0xb8, 0x01, 0x56, 0x34, 0x12, 0x66, 0xef, 0xf4, 0xeb, 0xfd,
+];
+
 /// A guest that only spins: `1: jmp 1b`.
 const SPIN: &[u8] = &[0xeb, 0xfe];
 
@@ -84,6 +93,27 @@ fn real_mode_string_pio_reaches_the_uart() {
     assert_eq!(serial, "hello from real mode\n");
     assert_eq!(report.reason, StopReason::DebugExit(0x21));
     assert_eq!(report.reason.exit_code(), (0x21 << 1) | 1);
+}
+
+#[test]
+fn a_dword_out_to_the_debug_exit_port_exits_like_qemu() {
+    if !kvm_available("a_dword_out_to_the_debug_exit_port_exits_like_qemu") {
+        return;
+    }
+    let serial = vmm::SharedBuffer::default();
+    let mut cfg = vmm::VmConfig::new(vmm::BootSource::Raw {
+        image: OUTL_F4.to_vec(),
+        load_addr: 0x10000,
+        mode: CpuMode::Real { cs: 0x1000, ip: 0 },
+    });
+    cfg.memory = 64 << 20;
+    cfg.serial = vmm::SerialConfig::Capture(serial);
+    cfg.debug_exit_port = Some(0xf4);
+    cfg.debug_exit_size = 4;
+    cfg.timeout = Some(std::time::Duration::from_secs(60));
+    let report = vmm::run(&cfg).expect("the VM runs");
+    assert_eq!(report.reason, StopReason::DebugExit(0x01));
+    assert_eq!(report.reason.exit_code(), 3, "(0x12345601 << 1 | 1) & 0xff");
 }
 
 #[test]

@@ -73,6 +73,11 @@ pub enum ConfigError {
     /// `--device` value not understood.
     #[error("invalid --device '{0}': {1}")]
     BadDevice(String, String),
+    /// `--debug-exit-port` value not understood.
+    #[error(
+        "invalid --debug-exit-port '{0}': use PORT or PORT,size=1|2|4 (PORT decimal or 0x-hex)"
+    )]
+    BadDebugExit(String),
     /// `--vfio` value not understood.
     #[error("invalid --vfio '{0}': use auto, legacy or iommufd")]
     BadVfioMode(String),
@@ -355,6 +360,30 @@ impl FromStr for DeviceSpec {
     }
 }
 
+/// Parse `--debug-exit-port PORT[,size=1|2|4]`: (port, size).
+pub fn parse_debug_exit(s: &str) -> Result<(u16, u8), ConfigError> {
+    let bad = || ConfigError::BadDebugExit(s.to_string());
+    let (port, size) = match s.split_once(',') {
+        Some((p, opt)) => (p, opt.strip_prefix("size=").ok_or_else(bad)?),
+        None => (s, "2"),
+    };
+    let port = match port.strip_prefix("0x") {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => port.parse(),
+    }
+    .map_err(|_| bad())?;
+    let size: u8 = match size {
+        "1" => 1,
+        "2" => 2,
+        "4" => 4,
+        _ => return Err(bad()),
+    };
+    if u32::from(port) + u32::from(size) > 0x1_0000 {
+        return Err(bad());
+    }
+    Ok((port, size))
+}
+
 /// Which VFIO interface passes devices through (`--vfio`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum VfioMode {
@@ -431,6 +460,8 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// I/O port of the debug-exit device (absent unless asked for).
     pub debug_exit_port: Option<u16>,
+    /// How many ports from `debug_exit_port` it decodes (1, 2 or 4).
+    pub debug_exit_size: u8,
     /// Path of the KVM device (normally `/dev/kvm`).
     pub kvm_path: PathBuf,
     /// User fw_cfg items (firmware boot only).
@@ -455,6 +486,7 @@ impl VmConfig {
             expect_serial: None,
             timeout: None,
             debug_exit_port: None,
+            debug_exit_size: devices::legacy::debug_exit::DEFAULT_SIZE,
             kvm_path: PathBuf::from("/dev/kvm"),
             fw_cfg: Vec::new(),
             devices: Vec::new(),
@@ -615,6 +647,11 @@ mod tests {
             assert!(bad.parse::<DeviceSpec>().is_err(), "{bad}");
         }
         assert_eq!("iommufd".parse::<VfioMode>().unwrap(), VfioMode::Iommufd);
+        assert_eq!(parse_debug_exit("0xf4,size=4").unwrap(), (0xf4, 4));
+        assert_eq!(parse_debug_exit("1281").unwrap(), (0x501, 2));
+        for bad in ["0xf4,size=3", "port", "0xffff,size=4", "0xf4,4"] {
+            assert!(parse_debug_exit(bad).is_err(), "{bad}");
+        }
         assert!("cdev".parse::<VfioMode>().is_err());
     }
 

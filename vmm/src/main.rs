@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use vmm::config::{
-    ConfigError, DeviceSpec, FirmwareConfig, FwCfgUserItem, KernelSpec, VfioMode, parse_size,
-    parse_timeout,
+    ConfigError, DeviceSpec, FirmwareConfig, FwCfgUserItem, KernelSpec, VfioMode, parse_debug_exit,
+    parse_size, parse_timeout,
 };
 use vmm::{BootSource, EXIT_FAILURE, EXIT_USAGE, OnReset, SerialConfig, StopReason, VmConfig};
 
@@ -87,9 +87,11 @@ struct RunArgs {
     /// Stop after SECS seconds with status 124, printing the last serial lines.
     #[arg(long, value_name = "SECS")]
     timeout: Option<String>,
-    /// I/O port of a debug-exit device for test guests (QEMU isa-debug-exit's convention).
-    #[arg(long, value_name = "PORT", value_parser = parse_port)]
-    debug_exit_port: Option<u16>,
+    /// A debug-exit device for test guests at PORT, decoding SIZE ports
+    /// (1, 2 or 4; default 2, as QEMU's isa-debug-exit): a write of v exits
+    /// with status (v<<1)|1. kvm-unit-tests use 0xf4,size=4.
+    #[arg(long, value_name = "PORT[,size=N]")]
+    debug_exit_port: Option<String>,
     /// Pass a host PCI function through with VFIO: a sysfs path
     /// (/sys/bus/pci/devices/0000:01:10.0) or a BDF (0000:01:10.0), bound to
     /// vfio-pci; options: rom=FILE (expansion ROM image), rombar=off (no ROM),
@@ -110,14 +112,6 @@ struct RunArgs {
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()
         .map_err(|_| format!("'{s}' is not a log level (error, warn, info, debug, trace, off)"))
-}
-
-fn parse_port(s: &str) -> Result<u16, String> {
-    let v = match s.strip_prefix("0x") {
-        Some(h) => u16::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    v.map_err(|_| format!("'{s}' is not an I/O port (0-65535, decimal or 0x-hex)"))
 }
 
 fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
@@ -167,7 +161,11 @@ fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
     cfg.on_reset = args.on_reset.parse::<OnReset>()?;
     cfg.expect_serial = args.expect_serial.clone();
     cfg.timeout = args.timeout.as_deref().map(parse_timeout).transpose()?;
-    cfg.debug_exit_port = args.debug_exit_port;
+    if let Some(d) = &args.debug_exit_port {
+        let (port, size) = parse_debug_exit(d)?;
+        cfg.debug_exit_port = Some(port);
+        cfg.debug_exit_size = size;
+    }
     cfg.devices = args
         .device
         .iter()

@@ -119,7 +119,7 @@ pub(crate) fn run_once(
     if let Some(port) = cfg.debug_exit_port {
         buses.pio.insert(
             u64::from(port),
-            1,
+            u64::from(cfg.debug_exit_size),
             "debug-exit",
             Arc::new(Mutex::new(DebugExit::new(control.clone()))),
         )?;

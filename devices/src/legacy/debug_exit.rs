@@ -1,8 +1,10 @@
 //! Debug-exit port: a test guest ends the VM with a chosen code.
 //!
-//! Same contract as QEMU's `isa-debug-exit`: the guest writes a byte `v`
-//! and the VMM exits with status `(v << 1) | 1`, so a test harness can tell
-//! a guest-chosen result from the VMM's own statuses.
+//! Same contract as QEMU's `isa-debug-exit`: the guest writes `v` (1, 2 or
+//! 4 bytes, anywhere in the device's `iosize` ports) and the VMM exits with
+//! status `(v << 1) | 1` (as an exit status only its low 8 bits survive),
+//! so a test harness can tell a guest-chosen result from the VMM's own
+//! statuses. kvm-unit-tests writes its status with `outl` to port 0xf4.
 
 use std::sync::Arc;
 
@@ -10,6 +12,8 @@ use crate::{BusDevice, Effects, VmControl, VmRequest};
 
 /// The conventional I/O port (QEMU `isa-debug-exit`'s default).
 pub const DEFAULT_PORT: u16 = 0x501;
+/// Ports the device decodes by default (QEMU's `iosize` default).
+pub const DEFAULT_SIZE: u8 = 2;
 
 /// The debug-exit device.
 pub struct DebugExit {
@@ -34,11 +38,12 @@ impl BusDevice for DebugExit {
         data.fill(0xff);
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) -> Effects {
-        if offset == 0 {
-            if let Some(&v) = data.first() {
-                self.control.request(VmRequest::DebugExit(v));
-            }
+    fn write(&mut self, _offset: u64, data: &[u8]) -> Effects {
+        // The bus only dispatches accesses inside the registered ports.
+        if !data.is_empty() {
+            // Only the low 7 bits of v reach the exit status (v << 1 | 1).
+            self.control
+                .request(VmRequest::DebugExit(crate::le_value(data) as u8));
         }
         Effects::none()
     }
@@ -58,7 +63,12 @@ mod tests {
         let mut buf = [0u8; 1];
         dev.read(0, &mut buf);
         assert_eq!(buf, [0xff]);
-        assert!(dev.write(1, &[7]).is_empty());
+        // A dword anywhere in the ports, as kvm-unit-tests' outl.
+        assert!(dev.write(0, &0x1234_5601u32.to_le_bytes()).is_empty());
+        assert_eq!(ctl.taken(), vec![VmRequest::DebugExit(0x01)]);
+        assert!(dev.write(1, &[7, 0]).is_empty());
+        assert_eq!(ctl.taken(), vec![VmRequest::DebugExit(7)]);
+        assert!(dev.write(0, &[]).is_empty());
         assert!(ctl.taken().is_empty());
     }
 }
