@@ -7,9 +7,15 @@
 //! Conventional capabilities are an allow-list: power management, MSI,
 //! MSI-X, PCI Express and vendor-specific, what a GPU VF or an ordinary
 //! endpoint driver uses (QEMU, Cloud Hypervisor and crosvm expose about the
-//! same set). VPD (serial numbers of the host's hardware), Enhanced
-//! Allocation (fixed BAR addresses that bypass the BAR emulation), PCI-X,
-//! AGP, HyperTransport, hot-plug and bridge-only capabilities are hidden.
+//! same set). VPD (a register protocol that reads board data from an
+//! EEPROM), Enhanced Allocation (fixed BAR addresses that bypass the BAR
+//! emulation), PCI-X, AGP, HyperTransport, hot-plug and bridge-only
+//! capabilities are hidden. MSI or MSI-X whose interrupts the host driver
+//! does not offer are hidden too.
+//!
+//! A hidden capability is unlinked and its own bytes ([`capability_len`],
+//! [`extended_capability_len`]) read as zero; registers after it are left
+//! alone.
 //!
 //! Extended capabilities are an allow-list too, because most of them
 //! describe the host's topology or the physical function rather than the
@@ -70,6 +76,69 @@ pub mod ext_id {
     pub const DVSEC: u16 = 0x0023;
     /// VF resizable BAR.
     pub const VF_REBAR: u16 = 0x0024;
+}
+
+/// Bytes of the conventional capability `id` at `at`, read with `rd`
+/// (a byte reader of configuration space); at least its 2-byte header.
+pub fn capability_len(id: u8, at: u16, rd: impl Fn(u16) -> u8) -> u16 {
+    let w = |o: u16| u16::from(rd(at + o)) | (u16::from(rd(at + o + 1)) << 8);
+    match id {
+        0x02 => 12,   // AGP
+        0x04 => 4,    // slot identification
+        id::VPD => 8, // address + data
+        id::MSI => {
+            let ctrl = w(2);
+            let data = if ctrl & (1 << 7) != 0 { 0xc } else { 0x8 };
+            if ctrl & (1 << 8) != 0 {
+                data + 12
+            } else {
+                data + 2
+            }
+        }
+        0x07 => 8, // PCI-X (device)
+        0x0a => 4, // debug port
+        0x0d => 8, // subsystem vendor ID
+        id::MSIX => 12,
+        id::AF => 6,
+        id::EA => {
+            // Header, then NumEntries entries of 1 + EntrySize dwords.
+            let n = u16::from(rd(at + 2) & 0x3f);
+            let mut len = 4u16;
+            for _ in 0..n {
+                if usize::from(at + len) + 4 > 256 {
+                    break;
+                }
+                let esize = u16::from(rd(at + len) & 0x7);
+                len += 4 + 4 * esize;
+            }
+            len
+        }
+        _ => 2,
+    }
+}
+
+/// Bytes of the extended capability `id` at `at`; at least its 4-byte
+/// header.
+pub fn extended_capability_len(id: u16, at: u16, rd: impl Fn(u16) -> u8) -> u16 {
+    match id {
+        0x0004 => 0x10, // power budgeting
+        ext_id::DSN => 0xc,
+        ext_id::ACS => 8,
+        ext_id::ARI => 8,
+        ext_id::ATS => 8,
+        ext_id::SRIOV => 0x40,
+        ext_id::PRI => 0x10,
+        ext_id::REBAR | ext_id::VF_REBAR => {
+            // Number of resizable BARs: control register bits 7:5.
+            let n = u16::from((rd(at + 8) >> 5) & 0x7).max(1);
+            4 + 8 * n
+        }
+        ext_id::LTR => 8,
+        ext_id::PASID => 8,
+        0x001e => 0x10, // L1 PM substates
+        0x001f => 0xc,  // precision time measurement
+        _ => 4,
+    }
 }
 
 /// True when the guest sees the conventional capability `id`.

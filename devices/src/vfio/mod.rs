@@ -62,8 +62,8 @@ use crate::pci::config::{
     ROM_BAR_INDEX, STATUS, STATUS_CAPABILITY_LIST,
 };
 use crate::pci::{
-    BarKind, BarLayout, BarPiece, MsiCapability, MsiError, MsixCapability, MsixError, PciChange,
-    PciConfiguration, PciDevice, ProgrammedBar,
+    BarKind, BarLayout, BarPiece, MsiCapability, MsiError, MsiMessage, MsixCapability, MsixError,
+    PciChange, PciConfiguration, PciDevice, ProgrammedBar,
 };
 
 /// VFIO's PCI region indexes (linux/vfio.h `VFIO_PCI_*_REGION_INDEX`).
@@ -198,6 +198,14 @@ enum IrqMode {
     Msix(u16),
 }
 
+/// What a function reset returns the emulated state to.
+#[derive(Debug, Clone)]
+struct Pristine {
+    config: PciConfiguration,
+    msi: Option<MsiCapability>,
+    msix: Option<MsixCapability>,
+}
+
 /// A passthrough BAR: its type, size and the layout of its pieces.
 #[derive(Debug, Clone)]
 struct Bar {
@@ -237,8 +245,21 @@ pub struct VfioPciDevice {
     msi: Option<MsiCapability>,
     msix: Option<MsixCapability>,
     vectors: Arc<MsiVectors>,
+    /// The route of each vector as last reported: what the interrupt kind
+    /// enabled at VFIO delivers (MSI and MSI-X share vector numbers and
+    /// eventfds, so only the active kind may route them).
+    routes: Vec<Option<MsiMessage>>,
     intx: Option<IntxLine>,
     mode: IrqMode,
+    /// Offset of the power management capability.
+    pm: Option<u16>,
+    /// Offset of the PCI Express capability.
+    exp: Option<u16>,
+    /// The guest put the function in D3hot: its BARs are unreachable.
+    d3: bool,
+    /// The emulated state right after construction, for a guest-initiated
+    /// function reset.
+    pristine: Option<Box<Pristine>>,
     /// Last: fields drop in order, and the BAR mappings must be gone
     /// before the host device is closed.
     backend: Box<dyn VfioBackend>,
@@ -303,8 +324,13 @@ impl VfioPciDevice {
             vectors: Arc::new(
                 MsiVectors::new(0).map_err(|e| VfioError::Interrupts(address.clone(), e))?,
             ),
+            routes: Vec::new(),
             intx: None,
             mode: IrqMode::None,
+            pm: None,
+            exp: None,
+            d3: false,
+            pristine: None,
         };
 
         // Header: command kept here (and written through), BARs and ROM
@@ -340,6 +366,7 @@ impl VfioPciDevice {
         dev.vectors = Arc::new(
             MsiVectors::new(count).map_err(|e| VfioError::Interrupts(address.clone(), e))?,
         );
+        dev.routes = vec![None; usize::from(count)];
         dev.layout_bars(options.no_mmap);
         if has_intx {
             let fd = || {
@@ -354,6 +381,11 @@ impl VfioPciDevice {
             });
         }
         dev.sync_irqs();
+        dev.pristine = Some(Box::new(Pristine {
+            config: dev.config.clone(),
+            msi: dev.msi.clone(),
+            msix: dev.msix.clone(),
+        }));
         Ok(dev)
     }
 
@@ -531,31 +563,39 @@ impl VfioPciDevice {
                 at = u16::from(config.read_u8(at + 1) & !3);
             }
         }
-        // Each capability runs to the next one in address order (or to the
-        // end of the header space), which bounds what a hidden one zeroes.
+        let (msi_offered, msix_offered) = (
+            self.backend.irq_count(IrqIndex::Msi) > 0,
+            self.backend.irq_count(IrqIndex::Msix) > 0,
+        );
+        let keep = |id: u8| {
+            caps::keep_capability(id)
+                && match id {
+                    caps::id::MSI => msi_offered,
+                    caps::id::MSIX => msix_offered,
+                    _ => true,
+                }
+        };
+        // A hidden capability is zeroed over its own length, never past
+        // the next capability.
         let mut starts: Vec<u16> = chain.iter().map(|&(_, at)| at).collect();
         starts.sort_unstable();
-        let end_of = |at: u16| {
-            starts
+        let kept: Vec<(u8, u16)> = chain.iter().copied().filter(|&(id, _)| keep(id)).collect();
+        for &(id, at) in &chain {
+            if keep(id) {
+                continue;
+            }
+            debug!("{}: hiding capability {id:#04x} at {at:#x}", self.name);
+            let next = starts
                 .iter()
                 .copied()
                 .find(|&s| s > at)
-                .unwrap_or(CONFIG_SPACE_SIZE as u16)
-        };
-        let kept: Vec<(u8, u16)> = chain
-            .iter()
-            .copied()
-            .filter(|&(id, _)| caps::keep_capability(id))
-            .collect();
-        for &(id, at) in &chain {
-            if !caps::keep_capability(id) {
-                debug!("{}: hiding capability {id:#04x} at {at:#x}", self.name);
-                let end = end_of(at);
-                for b in at..end {
-                    config.set_u8(b, 0);
-                }
-                self.emulate(at, usize::from(end - at), 0xff, false);
+                .unwrap_or(CONFIG_SPACE_SIZE as u16);
+            let len = caps::capability_len(id, at, |o| config.read_u8(o));
+            let end = (at + len).min(next).min(CONFIG_SPACE_SIZE as u16);
+            for b in at..end {
+                config.set_u8(b, 0);
             }
+            self.emulate(at, usize::from(end - at), 0xff, false);
         }
         self.emulate(CAPABILITY_POINTER, 1, 0xff, false);
         config.set_u8(
@@ -572,28 +612,28 @@ impl VfioPciDevice {
         for (i, &(id, at)) in kept.iter().enumerate() {
             let next = kept.get(i + 1).map_or(0, |&(_, n)| n as u8);
             config.set_u8(at + 1, next);
-            self.emulate(at + 1, 1, 0xff, false);
+            // ID and next pointer: ours (the pointer differs from the
+            // function's when a capability is hidden).
+            self.emulate(at, 2, 0xff, false);
             match id {
                 caps::id::MSI => {
                     let max = self.backend.irq_count(IrqIndex::Msi) as u16;
-                    if max == 0 {
-                        continue;
-                    }
                     let msi = MsiCapability::at(config, at, max)
                         .map_err(|e| VfioError::Msi(address.clone(), e))?;
                     self.emulate(at + 2, usize::from(msi.len()) - 2, 0xff, false);
                     self.msi = Some(msi);
                 }
                 caps::id::MSIX => {
-                    if self.backend.irq_count(IrqIndex::Msix) == 0 {
-                        continue;
-                    }
                     let msix = MsixCapability::at(config, at)
                         .map_err(|e| VfioError::Msix(address.clone(), e))?;
                     self.emulate(at + 2, 10, 0xff, false);
                     self.msix = Some(msix);
                 }
-                caps::id::EXP => self.present_as_integrated_endpoint(config, at),
+                caps::id::EXP => {
+                    self.exp = Some(at);
+                    self.present_as_integrated_endpoint(config, at);
+                }
+                caps::id::PM => self.pm = Some(at),
                 _ => {}
             }
         }
@@ -646,30 +686,30 @@ impl VfioPciDevice {
         }
         let mut starts: Vec<u16> = chain.iter().map(|&(_, _, at)| at).collect();
         starts.sort_unstable();
-        let end_of = |at: u16| {
-            starts
-                .iter()
-                .copied()
-                .find(|&s| s > at)
-                .unwrap_or(EXTENDED_CONFIG_SPACE_SIZE as u16)
-        };
         let kept: Vec<(u16, u8, u16)> = chain
             .iter()
             .copied()
             .filter(|&(id, _, _)| caps::keep_extended_capability(id))
             .collect();
         for &(id, _, at) in &chain {
-            if !caps::keep_extended_capability(id) {
-                debug!(
-                    "{}: hiding extended capability {id:#06x} at {at:#x}",
-                    self.name
-                );
-                let end = end_of(at);
-                for b in at..end {
-                    config.set_u8(b, 0);
-                }
-                self.emulate(at, usize::from(end - at), 0xff, false);
+            if caps::keep_extended_capability(id) {
+                continue;
             }
+            debug!(
+                "{}: hiding extended capability {id:#06x} at {at:#x}",
+                self.name
+            );
+            let next = starts
+                .iter()
+                .copied()
+                .find(|&s| s > at)
+                .unwrap_or(EXTENDED_CONFIG_SPACE_SIZE as u16);
+            let len = caps::extended_capability_len(id, at, |o| config.read_u8(o));
+            let end = (at + len).min(next).min(EXTENDED_CONFIG_SPACE_SIZE as u16);
+            for b in at..end {
+                config.set_u8(b, 0);
+            }
+            self.emulate(at, usize::from(end - at), 0xff, false);
         }
         for (i, &(id, ver, at)) in kept.iter().enumerate() {
             let next = kept.get(i + 1).map_or(0, |&(_, _, n)| u32::from(n));
@@ -861,8 +901,135 @@ impl VfioPciDevice {
         }
     }
 
-    fn bar_index_for_region(&self, index: u8) -> Option<&Bar> {
+    fn declared_bar(&self, index: u8) -> Option<&Bar> {
         self.bars.get(usize::from(index))?.as_ref()
+    }
+
+    /// Write the bytes of a configuration write that reach the function,
+    /// each run of them as one write (emulated bytes never go there).
+    fn forward_config_write(&self, offset: u16, data: &[u8]) {
+        let start = usize::from(offset);
+        let fwd = |i: usize| self.forward.get(start + i).copied().unwrap_or(false);
+        let mut i = 0;
+        while i < data.len() {
+            if !fwd(i) {
+                i += 1;
+                continue;
+            }
+            let run = i;
+            while i < data.len() && fwd(i) {
+                i += 1;
+            }
+            let at = offset + run as u16;
+            if let Err(e) = self.backend.config_write(at, &data[run..i]) {
+                debug!(
+                    "{}: config write {at:#x} {:02x?}: {e}",
+                    self.name,
+                    &data[run..i]
+                );
+            }
+        }
+    }
+
+    /// The new value of a register of `len` bytes at `reg` if the write
+    /// covers all of it.
+    fn written(offset: u16, data: &[u8], reg: u16, len: u16) -> Option<u64> {
+        if offset > reg || usize::from(reg - offset) + usize::from(len) > data.len() {
+            return None;
+        }
+        let at = usize::from(reg - offset);
+        Some(crate::le_value(&data[at..at + usize::from(len)]))
+    }
+
+    /// The write sets Initiate Function Level Reset (PCI Express device
+    /// control bit 15), which the kernel carries out.
+    fn flr_written(&self, offset: u16, data: &[u8]) -> bool {
+        let Some(exp) = self.exp else { return false };
+        let devctl = exp + 8;
+        // The bit is in the upper byte of the register.
+        Self::written(offset, data, devctl + 1, 1).is_some_and(|v| v & 0x80 != 0)
+    }
+
+    /// `Some(true)` when the write puts the function in D3hot (power
+    /// management control/status, bits 1:0 = 3), `Some(false)` for D0-D2.
+    fn d3_written(&self, offset: u16, data: &[u8]) -> Option<bool> {
+        let pmcsr = self.pm? + 4;
+        Self::written(offset, data, pmcsr, 1).map(|v| v & 3 == 3)
+    }
+
+    /// "BAR changed" for every memory BAR: the platform asks
+    /// [`bar_layout`](PciDevice::bar_layout) again.
+    fn resync_memory_bars(&self) -> Vec<PciChange> {
+        self.bars
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.as_ref().map(|b| (i as u8, b)))
+            .filter(|(_, b)| b.kind != BarKind::Io)
+            .map(|(index, b)| PciChange::Bar {
+                index,
+                kind: b.kind,
+                size: b.size,
+                old: None,
+                new: None,
+            })
+            .collect()
+    }
+
+    /// After a function reset the function's registers are at their reset
+    /// values: so are the emulated ones (decode off, BARs at 0, MSI and
+    /// MSI-X disabled, the table masked).
+    fn reset_emulated_state(&mut self) -> Vec<PciChange> {
+        let Some(p) = self.pristine.as_deref().cloned() else {
+            return Vec::new();
+        };
+        let mut changes: Vec<PciChange> = Vec::new();
+        for (index, b) in self
+            .bars
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.as_ref().map(|b| (i as u8, b)))
+        {
+            if self.config.bar_mapping(index).is_some() {
+                changes.push(PciChange::Bar {
+                    index,
+                    kind: b.kind,
+                    size: b.size,
+                    old: self.config.bar_mapping(index),
+                    new: None,
+                });
+            }
+        }
+        self.config = p.config;
+        self.msi = p.msi;
+        self.msix = p.msix;
+        self.d3 = false;
+        changes
+    }
+
+    /// What vector `v` delivers given the kind enabled at VFIO.
+    fn effective_route(&self, v: u16) -> Option<MsiMessage> {
+        let i = usize::from(v);
+        match self.mode {
+            IrqMode::Msix(_) => self.msix.as_ref()?.routes().get(i).copied().flatten(),
+            IrqMode::Msi(_) => self.msi.as_ref()?.routes().get(i).copied().flatten(),
+            IrqMode::None | IrqMode::Intx => None,
+        }
+    }
+
+    /// The route changes since last reported, one per vector that changed.
+    fn route_changes(&mut self) -> Vec<PciChange> {
+        let mut changes = Vec::new();
+        for v in 0..self.routes.len() as u16 {
+            let route = self.effective_route(v);
+            if self.routes[usize::from(v)] != route {
+                self.routes[usize::from(v)] = route;
+                changes.push(PciChange::Msi {
+                    vector: v,
+                    message: route,
+                });
+            }
+        }
+        changes
     }
 }
 
@@ -900,26 +1067,27 @@ impl PciDevice for VfioPciDevice {
     }
 
     fn config_write(&mut self, offset: u16, data: &[u8]) -> Vec<PciChange> {
-        let start = usize::from(offset);
-        if (0..data.len()).any(|i| self.forward.get(start + i).copied().unwrap_or(false)) {
-            if let Err(e) = self.backend.config_write(offset, data) {
-                debug!("{}: config write {offset:#x} {data:02x?}: {e}", self.name);
-            }
-        }
+        self.forward_config_write(offset, data);
         let mut changes = self.config.write(offset, data);
+        // The capabilities' own route reports are not used: the effective
+        // routes are derived below from the kind that is enabled.
         if let Some(msi) = &mut self.msi {
-            changes.extend(
-                msi.config_written(&mut self.config, offset, data.len())
-                    .changes,
-            );
+            let _ = msi.config_written(&mut self.config, offset, data.len());
         }
         if let Some(msix) = &mut self.msix {
-            changes.extend(
-                msix.config_written(&self.config, offset, data.len())
-                    .changes,
-            );
+            let _ = msix.config_written(&self.config, offset, data.len());
+        }
+        if self.flr_written(offset, data) {
+            changes.extend(self.reset_emulated_state());
+        }
+        if let Some(d3) = self.d3_written(offset, data) {
+            if d3 != self.d3 {
+                self.d3 = d3;
+                changes.extend(self.resync_memory_bars());
+            }
         }
         self.sync_irqs();
+        changes.extend(self.route_changes());
         changes
     }
 
@@ -945,7 +1113,7 @@ impl PciDevice for VfioPciDevice {
                 return;
             }
         }
-        if self.bar_index_for_region(index).is_none()
+        if self.declared_bar(index).is_none()
             || self
                 .backend
                 .region_read(u32::from(index), offset, data)
@@ -959,14 +1127,15 @@ impl PciDevice for VfioPciDevice {
         if index == ROM_BAR_INDEX {
             return Vec::new();
         }
-        if let Some(up) = self
+        if self
             .msix
             .as_mut()
             .and_then(|m| m.bar_write(index, offset, data))
+            .is_some()
         {
-            return up.changes;
+            return self.route_changes();
         }
-        if self.bar_index_for_region(index).is_some() {
+        if self.declared_bar(index).is_some() {
             if let Err(e) = self.backend.region_write(u32::from(index), offset, data) {
                 debug!("{}: BAR{index} write at {offset:#x}: {e}", self.name);
             }
@@ -976,6 +1145,11 @@ impl PciDevice for VfioPciDevice {
 
     fn bar_layout(&mut self, index: u8) -> Option<BarLayout> {
         let bar = self.bars.get(usize::from(index))?.as_ref()?;
+        // In D3hot the kernel blocks the BARs (its mmaps fault): nothing
+        // may be mapped then, and trapped accesses read all-ones.
+        if self.d3 && bar.kind != BarKind::Io {
+            return None;
+        }
         let base = self.config.bar_mapping(index)?;
         Some(BarLayout {
             base,

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::pci::MsiMessage;
-use crate::pci::config::{BAR0, COMMAND_BUS_MASTER, COMMAND_IO, COMMAND_MEMORY};
+use crate::pci::config::{COMMAND_BUS_MASTER, COMMAND_IO, COMMAND_MEMORY};
 
 /// What the fake function saw.
 #[derive(Default)]
@@ -148,6 +148,9 @@ fn image() -> Vec<u8> {
     put(&mut c, 0x1a0, &ext(0x15, 1, 0x1c0));
     put(&mut c, 0x1c0, &ext(0x03, 1, 0));
     put(&mut c, 0x1c4, &0xcafe_f00du32.to_le_bytes());
+    // Device-specific registers between two hidden capabilities (ARI is 8
+    // bytes long): not part of any capability.
+    put(&mut c, 0x190, &0x7777_7777u32.to_le_bytes());
     c
 }
 
@@ -708,6 +711,115 @@ fn guest_input_never_panics_the_model() {
 }
 
 #[test]
-fn bar_register_offsets_are_those_of_the_header() {
-    assert_eq!(BAR0, 0x10);
+fn a_hidden_capability_hides_only_its_own_bytes() {
+    let (mut d, _) = device(VfioOptions::default());
+    assert_eq!(r32(&mut d, 0x180), 0, "ARI header");
+    assert_eq!(r32(&mut d, 0x184), 0, "ARI body");
+    assert_eq!(
+        r32(&mut d, 0x190),
+        0x7777_7777,
+        "registers after it pass through"
+    );
+}
+
+#[test]
+fn only_the_enabled_kind_routes_vectors_when_msi_and_msix_are_both_on() {
+    let (mut d, _) = device(VfioOptions::default());
+    // MSI-X vector 0 live.
+    let _ = d.bar_write(0, 0x2000, &0xfee0_1000u32.to_le_bytes());
+    let _ = d.bar_write(0, 0x2008, &0x41u32.to_le_bytes());
+    let _ = d.bar_write(0, 0x200c, &0u32.to_le_bytes());
+    let _ = w16(&mut d, 0x72, MSIX_ENABLE);
+    // A confused guest enables MSI too: MSI-X keeps the vectors.
+    let _ = w32(&mut d, 0x54, 0xfee0_2000);
+    let _ = w16(&mut d, 0x5c, 0x99);
+    let both = w16(&mut d, 0x52, 1);
+    assert!(both.is_empty(), "MSI does not take over vector 0: {both:?}");
+    let off = w16(&mut d, 0x52, 0);
+    assert!(
+        off.is_empty(),
+        "and disabling it does not kill MSI-X's vector 0: {off:?}"
+    );
+    // MSI-X off with MSI on: MSI's route replaces it.
+    let _ = w16(&mut d, 0x52, 1);
+    let switch = w16(&mut d, 0x72, 0);
+    assert_eq!(
+        switch,
+        vec![PciChange::Msi {
+            vector: 0,
+            message: Some(MsiMessage {
+                address: 0xfee0_2000,
+                data: 0x99
+            })
+        }]
+    );
+}
+
+#[test]
+fn emulated_bytes_of_a_write_never_reach_the_function() {
+    let (mut d, rec) = device(VfioOptions::default());
+    // id, next, MSI control: all emulated.
+    let _ = w32(&mut d, 0x50, 0x0001_0000);
+    // interrupt line and pin emulated, min_gnt/max_lat passed through.
+    let _ = w32(&mut d, 0x3c, 0xaabb_0105);
+    assert_eq!(
+        rec.lock().unwrap().config_writes,
+        vec![(0x3e, vec![0xbb, 0xaa])]
+    );
+    assert_eq!(r8(&mut d, 0x3c), 0x05, "the line is kept here");
+}
+
+#[test]
+fn d3hot_takes_the_bars_away_and_d0_brings_them_back() {
+    let (mut d, _) = device(VfioOptions::default());
+    let _ = w32(&mut d, 0x1c, 0x8);
+    let _ = w16(&mut d, 0x04, COMMAND_MEMORY);
+    assert!(d.bar_layout(2).is_some());
+    let changes = w16(&mut d, 0x44, 3);
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, PciChange::Bar { index: 2, .. }))
+    );
+    assert!(
+        d.bar_layout(2).is_none(),
+        "no mapping while the kernel blocks it"
+    );
+    let changes = w16(&mut d, 0x44, 0);
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, PciChange::Bar { index: 2, .. }))
+    );
+    assert!(d.bar_layout(2).is_some());
+}
+
+#[test]
+fn a_function_reset_returns_the_emulated_registers_to_reset() {
+    let (mut d, rec) = device(VfioOptions::default());
+    let _ = w32(&mut d, 0x10, 0xfe00_0000);
+    let _ = w16(&mut d, 0x04, COMMAND_MEMORY | COMMAND_BUS_MASTER);
+    let _ = d.bar_write(0, 0x200c, &0u32.to_le_bytes());
+    let _ = w16(&mut d, 0x72, MSIX_ENABLE);
+    // Device control (PCIe cap 0x80 + 8): Initiate FLR.
+    let changes = w16(&mut d, 0x88, 0x8000);
+    assert!(changes.iter().any(|c| matches!(
+        c,
+        PciChange::Bar {
+            index: 0,
+            new: None,
+            ..
+        }
+    )));
+    assert_eq!(r16(&mut d, 0x04), 0, "decode off");
+    assert_eq!(r32(&mut d, 0x10), 0x4, "BAR back at 0");
+    assert_eq!(r16(&mut d, 0x72) & MSIX_ENABLE, 0);
+    assert_eq!(rec.lock().unwrap().irqs.last(), Some(&(IrqIndex::Intx, 1)));
+    assert!(
+        rec.lock()
+            .unwrap()
+            .config_writes
+            .contains(&(0x88, vec![0x00, 0x80])),
+        "the FLR itself reaches the function"
+    );
 }
