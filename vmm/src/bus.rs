@@ -9,7 +9,7 @@
 //! Unclaimed reads return all-ones, as an open PC bus does; unclaimed
 //! accesses are counted and otherwise ignored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -42,6 +42,9 @@ pub enum BusError {
     NotFound(u64),
 }
 
+/// The most distinct ranges a bus remembers for statistics.
+pub const HISTORY_MAX: usize = 4096;
+
 /// A device as held by a bus.
 pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 
@@ -53,7 +56,9 @@ struct Entry {
 }
 
 /// The accesses one registered range took (for `--stats`); kept after the
-/// range is removed, so a BAR the guest moved still shows its exits.
+/// range is removed, so a BAR the guest moved still shows its exits. A
+/// range registered again with the same name, base and length (a BAR the
+/// guest turned off and on) shares its counters.
 #[derive(Debug)]
 pub struct RangeStats {
     /// What the range is (`COM1`, `vfio 0000:01:10.0 BAR3 msix-table`).
@@ -73,7 +78,9 @@ pub struct RangeStats {
 pub struct Bus {
     name: &'static str,
     ranges: RwLock<BTreeMap<u64, Entry>>,
-    history: Mutex<Vec<Arc<RangeStats>>>,
+    /// By (name, base, length); at most [`HISTORY_MAX`] entries, so a guest
+    /// that keeps moving a BAR cannot grow it without bound.
+    history: Mutex<HashMap<(String, u64, u64), Arc<RangeStats>>>,
     unclaimed_reads: AtomicU64,
     unclaimed_writes: AtomicU64,
 }
@@ -121,17 +128,26 @@ impl Bus {
                 return Err(BusError::Overlap { base, len, other });
             }
         }
-        let stats = Arc::new(RangeStats {
-            name: name.into(),
-            base,
-            len,
-            reads: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-        });
-        self.history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(stats.clone());
+        let name = name.into();
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (name, base, len);
+        let stats = match history.get(&key) {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(RangeStats {
+                    name: key.0.clone(),
+                    base,
+                    len,
+                    reads: AtomicU64::new(0),
+                    writes: AtomicU64::new(0),
+                });
+                if history.len() < HISTORY_MAX {
+                    history.insert(key, s.clone());
+                }
+                s
+            }
+        };
+        drop(history);
         ranges.insert(base, Entry { len, device, stats });
         Ok(())
     }
@@ -160,12 +176,24 @@ impl Bus {
         (end <= base + e.len).then(|| (base, e.device.clone(), e.stats.clone()))
     }
 
-    /// Every range ever registered, with the accesses it took.
+    /// Every range registered (the first [`HISTORY_MAX`] distinct ones,
+    /// and those registered now), with the accesses it took, by address.
     pub fn range_stats(&self) -> Vec<Arc<RangeStats>> {
-        self.history
+        let mut all: Vec<Arc<RangeStats>> = self
+            .history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .values()
+            .cloned()
+            .collect();
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
+        for e in ranges.values() {
+            if !all.iter().any(|s| Arc::ptr_eq(s, &e.stats)) {
+                all.push(e.stats.clone());
+            }
+        }
+        all.sort_by_key(|s| (s.base, s.len));
+        all
     }
 
     /// Dispatch a read; returns false (and fills all-ones) when unclaimed.
@@ -289,6 +317,27 @@ pub(crate) mod tests {
             ),
             ("probe", 1, 1)
         );
+    }
+
+    #[test]
+    fn a_range_registered_again_shares_its_counters_and_history_is_bounded() {
+        let bus = Bus::new("t");
+        let probe = Arc::new(Mutex::new(Probe::default()));
+        for _ in 0..3 {
+            bus.insert(0x100, 4, "bar", probe.clone()).unwrap();
+            let mut b = [0u8; 1];
+            bus.read(0x100, &mut b);
+            bus.remove(0x100).unwrap();
+        }
+        let st = bus.range_stats();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].reads.load(Ordering::Relaxed), 3);
+        for i in 0..(HISTORY_MAX as u64 + 10) {
+            bus.insert(0x1000 + 16 * i, 4, "moving", probe.clone())
+                .unwrap();
+            bus.remove(0x1000 + 16 * i).unwrap();
+        }
+        assert_eq!(bus.range_stats().len(), HISTORY_MAX);
     }
 
     #[test]

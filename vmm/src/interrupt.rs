@@ -212,11 +212,7 @@ impl MsiRouter {
             }
             touched.push(key);
         }
-        let fd_of = |key: &(Bdf, u16)| {
-            functions
-                .get(&key.0)
-                .and_then(|f| f.notifier(key.1).and_then(|fd| fd.try_clone().ok()))
-        };
+        let fd_of = |key: &(Bdf, u16)| functions.get(&key.0).and_then(|f| f.notifier(key.1));
         // 1. Park the eventfds of vectors that are no longer live.
         for key in &touched {
             let Some(v) = vectors.get_mut(key) else {
@@ -224,7 +220,7 @@ impl MsiRouter {
             };
             if v.message.is_none() && v.assigned {
                 if let Some(fd) = fd_of(key) {
-                    match self.vm.deassign_irqfd(&fd, v.gsi) {
+                    match self.vm.deassign_irqfd(fd, v.gsi) {
                         Ok(()) => v.assigned = false,
                         Err(e) => {
                             first_error.get_or_insert(e);
@@ -239,14 +235,20 @@ impl MsiRouter {
                 first_error.get_or_insert(e);
             }
         }
-        // 3. Connect the eventfds of vectors that became live.
-        for key in &touched {
+        // 3. Connect the eventfds of vectors that are live (those of this
+        // batch, and any whose earlier assignment failed: it is retried).
+        let pending: Vec<(Bdf, u16)> = vectors
+            .iter()
+            .filter(|(_, v)| v.message.is_some() && !v.assigned)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &pending {
             let Some(v) = vectors.get_mut(key) else {
                 continue;
             };
-            if v.message.is_some() && !v.assigned {
+            {
                 match fd_of(key) {
-                    Some(fd) => match self.vm.assign_irqfd(&fd, v.gsi) {
+                    Some(fd) => match self.vm.assign_irqfd(fd, v.gsi) {
                         Ok(()) => v.assigned = true,
                         Err(e) => {
                             first_error.get_or_insert(e);

@@ -138,11 +138,32 @@ impl StopReason {
     }
 }
 
+/// A passed-through function brings one eventfd per MSI-X vector (up to
+/// 2048): raise the soft open-file limit to the hard one.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                log::debug!("RLIMIT_NOFILE: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+}
+
 /// Validate `cfg`, open KVM, and run the VM until it stops. With
 /// `--on-reset restart` a guest reset rebuilds the VM and boots again.
 pub fn run(cfg: &VmConfig) -> Result<Report, Error> {
     stats::mark_start();
     cfg.validate()?;
+    if !cfg.devices.is_empty() {
+        raise_open_file_limit();
+    }
     let layout = memory::plan(cfg.memory)?;
     vfio::check(&cfg.devices, cfg.memory)?;
     let kvm = kvm::open(&cfg.kvm_path)?;

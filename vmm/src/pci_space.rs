@@ -4,14 +4,17 @@
 //! **The 64-bit window.** Passed-through functions bring 64-bit BARs of up
 //! to many GiB (a discrete GPU VF's memory BAR). The window for them is
 //! sized from those BARs: the next power of two of their total, doubled so
-//! the guest can still relocate them, at least 1 GiB. It sits above RAM
-//! where OVMF 2022.11 (Debian 12) puts a window of that size
+//! the guest can still relocate them, at least 1 GiB. Direct boot places
+//! it right above RAM, the way OVMF's classic rule does
 //! (`PlatformInitLib/MemDetect.c`: the end of RAM aligned up to 1 GiB,
 //! then to the window's size rounded down to a power of two), and OVMF is
-//! told its size with `opt/ovmf/X-PciMmio64Mb`. Direct boot allocates from
-//! the same window. Newer OVMF versions may put the window elsewhere (at
-//! the top of the address space), which is why the ACPI `_CRS` is built
-//! from where the BARs really are ([`PciSpace::mmio64_covering`]).
+//! told its size with `opt/ovmf/X-PciMmio64Mb`. OVMF itself may choose
+//! otherwise: since edk2-stable202211 (Debian 12's), when the CPUID
+//! address width looks real it puts a window of 1/8 of the address space
+//! at its top (`PlatformDynamicMmioWindow`) unless the requested size is
+//! larger. Either way the window lies below the (clamped) address width,
+//! and the ACPI `_CRS` is built from where the BARs really are
+//! ([`PciSpace::mmio64_covering`]), so only the size is planned here.
 //!
 //! **Physical address bits.** With passed-through functions the guest's
 //! CPUID address width is clamped to what the host IOMMU can translate,
@@ -97,13 +100,13 @@ pub struct PciSpace {
 }
 
 fn align_up(v: u64, a: u64) -> u64 {
-    v.div_ceil(a) * a
+    v.div_ceil(a).saturating_mul(a)
 }
 
 /// Where OVMF 2022.11 puts a 64-bit window of `size` bytes above RAM that
 /// ends at `ram_end` (see the module documentation).
 pub fn ovmf_window(ram_end: u64, size: u64) -> MmioWindow {
-    let size = align_up(size, GIB);
+    let size = align_up(size.min(1 << 62), GIB);
     let first_non_address = ram_end.max(1 << 32);
     let pow2 = 1u64 << (63 - size.leading_zeros());
     let base = align_up(align_up(first_non_address, GIB), pow2);
@@ -129,14 +132,21 @@ impl PciSpace {
             mmio64: None,
             phys_bits: passthrough.then_some(limit_bits),
         };
-        let total: u64 = bars.iter().map(|b| b.size).sum();
+        let total = bars
+            .iter()
+            .try_fold(0u64, |t, b| t.checked_add(b.size))
+            .unwrap_or(u64::MAX);
         if total == 0 {
             return Ok(space);
         }
-        let size = (total.next_power_of_two().saturating_mul(2)).max(GIB);
+        let size = total
+            .checked_next_power_of_two()
+            .and_then(|p| p.checked_mul(2))
+            .unwrap_or(u64::MAX)
+            .max(GIB);
         let window = ovmf_window(layout.ram_end(), size);
         let end = window.base.saturating_add(window.size);
-        if limit_bits < 64 && end > 1u64 << limit_bits {
+        if size == u64::MAX || (limit_bits < 64 && end > 1u64 << limit_bits) {
             let biggest = bars
                 .iter()
                 .max_by_key(|b| b.size)

@@ -166,6 +166,7 @@ pub struct Platform {
     /// for as long as its slots are mapped.
     rom: Vec<HostBuffer>,
     bars: Mutex<HashMap<(Bdf, u8), MappedBar>>,
+    /// Distinct mapped pieces (at most [`crate::bus::HISTORY_MAX`]).
     mapped_history: Mutex<Vec<MappedRecord>>,
 }
 
@@ -179,12 +180,13 @@ impl std::fmt::Debug for Platform {
 }
 
 impl Platform {
-    /// An empty machine on `vm`: PCI bus 0 with no functions, memory slot
-    /// numbers from `first_free_slot` (the RAM slots come first).
-    pub fn new(vm: Arc<dyn VmOps>, first_free_slot: u32) -> Self {
+    /// An empty machine on `vm` whose RAM is `ram` ((base, length) pairs,
+    /// in slots 0 up): PCI bus 0 with no functions, memory slot numbers
+    /// after the RAM slots.
+    pub fn new(vm: Arc<dyn VmOps>, ram: &[(u64, u64)]) -> Self {
         Self {
             buses: Buses::default(),
-            slots: Slots::new(vm.clone(), first_free_slot),
+            slots: Slots::new(vm.clone(), ram.len() as u32, ram),
             msi: MsiRouter::new(vm.clone()),
             vm,
             pci: Arc::new(PciRoot::new()),
@@ -336,13 +338,18 @@ impl Platform {
                 return None;
             };
             let trap = |name: &str| {
+                if !io && self.slots.overlaps_memory(gpa, len) {
+                    return Err(format!("{name} would lie under RAM or mapped memory"));
+                }
                 let region = Arc::new(Mutex::new(PciBarRegion::new(
                     bdf,
                     index,
                     offset,
                     device.clone(),
                 )));
-                self.bus(io).insert(gpa, len, name, region)
+                self.bus(io)
+                    .insert(gpa, len, name, region)
+                    .map_err(|e| e.to_string())
             };
             let result = match piece {
                 BarPiece::Memory {
@@ -379,13 +386,11 @@ impl Platform {
                 }
                 BarPiece::Memory { name, .. } => {
                     warn!("{name}: at {gpa:#x}, not page aligned: trapped instead of mapped");
-                    trap(&name)
-                        .map(|()| mapped.pieces.push(MappedPiece::Trap { io, base: gpa }))
-                        .map_err(|e| e.to_string())
+                    trap(&name).map(|()| mapped.pieces.push(MappedPiece::Trap { io, base: gpa }))
                 }
-                BarPiece::Trap { name, .. } => trap(&name)
-                    .map(|()| mapped.pieces.push(MappedPiece::Trap { io, base: gpa }))
-                    .map_err(|e| e.to_string()),
+                BarPiece::Trap { name, .. } => {
+                    trap(&name).map(|()| mapped.pieces.push(MappedPiece::Trap { io, base: gpa }))
+                }
             };
             if let Err(e) = result {
                 error!(
@@ -396,7 +401,13 @@ impl Platform {
                 return None;
             }
         }
-        lock(&self.mapped_history).extend(records);
+        let mut history = lock(&self.mapped_history);
+        for r in records {
+            if history.len() < crate::bus::HISTORY_MAX && !history.contains(&r) {
+                history.push(r);
+            }
+        }
+        drop(history);
         debug!(
             "{bdf} BAR{index} now at {:#x} (+{:#x})",
             layout.base, layout.size

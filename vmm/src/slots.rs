@@ -50,6 +50,9 @@ impl HostBuffer {
 pub struct Slots {
     vm: Arc<dyn VmOps>,
     ids: Mutex<SlotIds>,
+    /// Guest ranges backed by memory now: RAM and every mapped slot, by
+    /// base (lengths as values), so nothing trapped is placed under them.
+    ranges: Mutex<std::collections::BTreeMap<u64, u64>>,
 }
 
 #[derive(Debug)]
@@ -66,13 +69,38 @@ impl std::fmt::Debug for Slots {
 
 impl Slots {
     /// Slot numbers start at `first_free` (the RAM slots come first).
-    pub fn new(vm: Arc<dyn VmOps>, first_free: u32) -> Self {
+    pub fn new(vm: Arc<dyn VmOps>, first_free: u32, ram: &[(u64, u64)]) -> Self {
         Self {
             vm,
             ids: Mutex::new(SlotIds {
                 next: first_free,
                 free: Vec::new(),
             }),
+            ranges: Mutex::new(ram.iter().copied().collect()),
+        }
+    }
+
+    /// True when `[gpa, gpa + len)` touches RAM or a mapped slot.
+    pub fn overlaps_memory(&self, gpa: u64, len: u64) -> bool {
+        let Some(end) = gpa.checked_add(len) else {
+            return true;
+        };
+        let ranges = self.ranges.lock().unwrap_or_else(|e| e.into_inner());
+        ranges
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&b, &l)| b.saturating_add(l) > gpa)
+    }
+
+    fn note(&self, gpa: u64, len: Option<u64>) {
+        let mut ranges = self.ranges.lock().unwrap_or_else(|e| e.into_inner());
+        match len {
+            Some(l) => {
+                ranges.insert(gpa, l);
+            }
+            None => {
+                ranges.remove(&gpa);
+            }
         }
     }
 
@@ -106,8 +134,9 @@ impl Slots {
         read_only: bool,
     ) -> Result<(), KvmError> {
         // SAFETY: `buf` is a live anonymous mapping of exactly `len()`
-        // bytes; the platform that owns it keeps it (and its slot) until
-        // the VM is dropped, and the VM is dropped before the platform.
+        // bytes; the platform that owns it keeps it for the life of the
+        // machine, and no vCPU runs once the platform is dropped (a vCPU
+        // that would not stop keeps the platform alive with it).
         unsafe {
             self.vm.set_memory(
                 slot,
@@ -116,7 +145,9 @@ impl Slots {
                 buf.region.as_ptr() as u64,
                 read_only,
             )
-        }
+        }?;
+        self.note(gpa, Some(buf.len() as u64));
+        Ok(())
     }
 
     /// Map the first `len` bytes of `memory` (a device BAR mapping) at
@@ -138,12 +169,16 @@ impl Slots {
         unsafe {
             self.vm
                 .set_memory(slot, gpa, len, memory.as_ptr() as u64, read_only)
-        }
+        }?;
+        self.note(gpa, Some(len));
+        Ok(())
     }
 
     /// Remove `slot`: guest accesses to its range exit as MMIO again.
     pub fn unmap(&self, slot: u32, gpa: u64) -> Result<(), KvmError> {
-        self.vm.remove_memory(slot, gpa)
+        self.vm.remove_memory(slot, gpa)?;
+        self.note(gpa, None);
+        Ok(())
     }
 }
 
@@ -154,7 +189,8 @@ mod tests {
 
     #[test]
     fn freed_slot_ids_are_reused() {
-        let s = Slots::new(Arc::new(Recorder::default()), 3);
+        let s = Slots::new(Arc::new(Recorder::default()), 3, &[(0, 0x1000)]);
+        assert!(s.overlaps_memory(0xfff, 1) && !s.overlaps_memory(0x1000, 0x10));
         assert_eq!((s.allocate(), s.allocate()), (3, 4));
         s.free(3);
         s.free(3);

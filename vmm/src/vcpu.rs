@@ -17,6 +17,10 @@ use crate::exit::{ExitAction, handle_exit};
 use crate::platform::Platform;
 use crate::stats::ExitStats;
 
+/// How many times in a row KVM_RUN may fail with EFAULT (0.5 ms apart)
+/// before the VM is stopped: about a second.
+const EFAULT_RETRIES: u32 = 2000;
+
 /// vCPU errors.
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
@@ -291,9 +295,11 @@ impl Vcpu {
     fn run(mut self, platform: &Platform, ctl: &Controller) -> ExitStats {
         let mut stats = ExitStats::new(log::log_enabled!(log::Level::Debug));
         crate::stats::mark_first_entry();
+        let mut efaults = 0u32;
         while !ctl.is_stopping() {
             let action = match self.fd.run() {
                 Ok(exit) => {
+                    efaults = 0;
                     stats.count(&exit);
                     let io_size = self.run_view.io_size();
                     handle_exit(exit, io_size, &platform.buses, platform)
@@ -302,6 +308,20 @@ impl Vcpu {
                     self.fd.set_kvm_immediate_exit(0);
                     continue;
                 }
+                // A passed-through BAR the host just blocked (the guest
+                // turned memory decode off or put the function in D3hot):
+                // the kernel zaps the BAR's mapping when it sees the
+                // guest's write, and the platform removes the memory slot a
+                // moment later, after which the access exits to the bus and
+                // reads all-ones. Retry for a while rather than end the VM.
+                Err(e) if e.errno() == libc::EFAULT && efaults < EFAULT_RETRIES => {
+                    efaults += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                    continue;
+                }
+                Err(e) if e.errno() == libc::EFAULT => ExitAction::Fatal(format!(
+                    "KVM_RUN failed: {e}: the guest kept accessing memory the host cannot map (a passed-through BAR of a device in D3hot or with memory decode off, whose slot the guest keeps reaching)"
+                )),
                 Err(e) => ExitAction::Fatal(format!("KVM_RUN failed: {e}")),
             };
             match action {

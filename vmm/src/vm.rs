@@ -14,7 +14,7 @@ use devices::legacy::{Cmos, DebugExit, I8042, Serial, cmos, serial};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use firmware::acpi::PciHostConfig;
 use kvm_ioctls::Kvm;
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::boot::{self, BootEntry};
@@ -73,7 +73,7 @@ pub(crate) fn run_once(
     // else is built, so a busy or unbound device fails fast.
     let mut passthrough = Passthrough::open(&cfg.devices, cfg.vfio, &vm, cfg.memory)?;
 
-    let mut platform = Platform::new(vm.clone(), layout.ram_regions().len() as u32);
+    let mut platform = Platform::new(vm.clone(), &layout.ram_regions());
     let buses = &platform.buses;
 
     // COM1.
@@ -247,7 +247,8 @@ pub(crate) fn run_once(
             });
         }
     }
-    let vcpu_stats: Vec<ExitStats> = if stop_vcpus(&handles) {
+    let stopped = stop_vcpus(&handles);
+    let vcpu_stats: Vec<ExitStats> = if stopped {
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_default())
@@ -255,12 +256,30 @@ pub(crate) fn run_once(
     } else {
         Vec::new()
     };
-    passthrough.shutdown(&platform);
     let vcpu_exits = vcpu_stats.iter().map(|s| s.total).collect();
-    let reason = ctl.reason().unwrap_or(StopReason::Fatal {
+    let mut reason = ctl.reason().unwrap_or(StopReason::Fatal {
         cpu: 0,
         message: "stopped without a reason".into(),
     });
+    if stopped {
+        passthrough.shutdown(&platform);
+    } else {
+        // A vCPU thread still runs (stuck in the kernel, or in a device
+        // access): nothing it can reach may be freed or unmapped under it.
+        // Guest RAM, its DMA mappings and the devices stay as they are
+        // until the process exits, and no new VM is built in this process.
+        error!(
+            "a vCPU did not stop within {JOIN_TIMEOUT:?}: leaving guest memory and devices in place until tessera exits"
+        );
+        std::mem::forget(passthrough);
+        std::mem::forget(mem);
+        reason = StopReason::Fatal {
+            cpu: 0,
+            message: format!(
+                "a vCPU did not stop within {JOIN_TIMEOUT:?} (stop reason was {reason:?})"
+            ),
+        };
+    }
     let serial_tail = watcher
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -351,27 +370,22 @@ fn host_phys_bits(kvm: &Kvm) -> u8 {
 }
 
 /// The smallest address width of the host's IOMMUs, from sysfs: Intel
-/// VT-d's MGAW field (`intel-iommu/cap` bits 21:16, plus one); AMD-Vi's
-/// host page-table levels (`amd-iommu/features`, the extended feature
-/// register's HATS field, bits 11:10: 4, 5 or 6 levels, 48, 57 or 64 bits).
+/// VT-d's MGAW field (`intel-iommu/cap` bits 21:16, plus one). An AMD-Vi
+/// unit (`amd-iommu/`) counts as 48 bits, what its 4-level host page tables
+/// always cover (its extended features, which could say 57, are printed in
+/// a format that changed between kernels).
 fn iommu_address_bits() -> Option<u8> {
     let dir = std::fs::read_dir("/sys/class/iommu").ok()?;
-    let hex = |p: std::path::PathBuf| {
-        std::fs::read_to_string(p)
-            .ok()
-            .and_then(|v| u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
-    };
     dir.flatten()
         .filter_map(|e| {
             let p = e.path();
-            if let Some(cap) = hex(p.join("intel-iommu/cap")) {
-                return Some((((cap >> 16) & 0x3f) + 1) as u8);
+            let cap = std::fs::read_to_string(p.join("intel-iommu/cap"))
+                .ok()
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+            match cap {
+                Some(cap) => Some((((cap >> 16) & 0x3f) + 1) as u8),
+                None => p.join("amd-iommu").exists().then_some(48),
             }
-            hex(p.join("amd-iommu/features")).map(|efr| match (efr >> 10) & 3 {
-                0 => 48,
-                1 => 57,
-                _ => 64,
-            })
         })
         .min()
 }

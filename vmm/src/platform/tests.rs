@@ -11,7 +11,10 @@ use crate::vm_ops::tests::{Call, Recorder};
 
 fn platform() -> (Arc<Recorder>, Platform) {
     let rec = Arc::new(Recorder::default());
-    (rec.clone(), Platform::new(rec, 2))
+    (
+        rec.clone(),
+        Platform::new(rec, &[(0, 0x1000_0000), (0x1_0000_0000, 0x1000_0000)]),
+    )
 }
 
 #[test]
@@ -248,6 +251,23 @@ fn memory_pieces_become_slots_that_move_and_are_reused() {
     );
     assert!(p.buses.mmio.read(0x9_0000_0804, &mut b));
     assert_eq!(b[0], 4);
+}
+
+#[test]
+fn a_trapped_piece_never_lies_under_ram_or_mapped_memory() {
+    let (rec, p, ep) = setup();
+    // Over RAM (0..256 MiB): refused, nothing of the BAR is mapped.
+    ep.lock().unwrap().bases[1] = Some(0x0800_0000);
+    p.apply(bar_change(1));
+    let mut b = [0u8; 4];
+    assert!(!p.buses.mmio.read(0x0800_0010, &mut b));
+    // Under another BAR's mapped memory: refused too.
+    ep.lock().unwrap().bases[2] = Some(0x8_0000_0000);
+    p.apply(bar_change(2));
+    rec.take();
+    ep.lock().unwrap().bases[1] = Some(0x8_0000_1000);
+    p.apply(bar_change(1));
+    assert!(!p.buses.mmio.read(0x8_0000_1010, &mut b));
 }
 
 #[test]
