@@ -675,9 +675,10 @@ impl HostError {
     /// refused a change, 2 for everything the user can fix first.
     pub fn exit_code(&self) -> u8 {
         match self {
-            HostError::Write { .. } | HostError::BindFailed { .. } | HostError::Modprobe { .. } => {
-                crate::EXIT_FAILURE
-            }
+            HostError::Write { .. }
+            | HostError::BindFailed { .. }
+            | HostError::Modprobe { .. }
+            | HostError::VfsDidNotAppear { .. } => crate::EXIT_FAILURE,
             _ => crate::EXIT_USAGE,
         }
     }

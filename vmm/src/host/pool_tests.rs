@@ -316,3 +316,90 @@ fn a_pf_that_is_missing_a_vf_or_without_sr_iov_is_refused_with_what_to_give() {
         "0000:01:10.0 is a VF of PF 0000:01:00.0, not a PF: vf= takes the PF and picks a free VF of it (--device vf=0000:01:00.0); to pass this VF itself, use --device 0000:01:10.0"
     );
 }
+
+/// Set in the children of the next test: the fake host's directory.
+const CHILD_ENV: &str = "TESSERA_POOL_TEST_CHILD";
+
+#[test]
+fn processes_started_at_once_never_share_a_vf() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        // A child: wait for the start signal, take a VF, report it, and
+        // hold it until the parent closes stdin.
+        use std::io::{Read, Write};
+        // Never outlive a parent that stopped listening.
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(60));
+            std::process::exit(3);
+        });
+        let dir = std::path::PathBuf::from(dir);
+        while !dir.join("go").exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let root = HostRoot::under(&dir);
+        let mut k = super::super::ops::SysfsKernel { modprobe: false };
+        let r = take_vf(&mut k, &root, pf(), None, &none(), "vm child");
+        let line = match &r {
+            // On a line of its own (libtest's "test ... " has no newline).
+            Ok((a, _)) => format!("\nTOOK {a}\n"),
+            Err(e) => format!("\nERR {e}\n"),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let (h, vfs) = igb_bound("pool-procs", 3);
+    let me = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(&me)
+                .args([
+                    "--exact",
+                    "host::pool::tests::processes_started_at_once_never_share_a_vf",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_ENV, &h.dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("the test binary runs again")
+        })
+        .collect();
+    std::fs::write(h.dir.join("go"), "").unwrap();
+    let mut reports = Vec::new();
+    let mut outs = Vec::new();
+    for c in &mut children {
+        let mut out = BufReader::new(c.stdout.take().unwrap()).lines();
+        let line = out
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("TOOK ") || l.starts_with("ERR "))
+            .expect("each child reports");
+        reports.push(line);
+        outs.push(out);
+    }
+    // All four hold (or failed) at once; now let them go.
+    for (c, out) in children.iter_mut().zip(outs) {
+        drop(c.stdin.take());
+        out.for_each(drop);
+        assert!(c.wait().unwrap().success());
+    }
+    let mut took: Vec<String> = reports
+        .iter()
+        .filter_map(|l| l.strip_prefix("TOOK ").map(str::to_string))
+        .collect();
+    took.sort();
+    let want: Vec<String> = vfs.iter().map(|a| a.to_string()).collect();
+    assert_eq!(took, want, "{reports:?}");
+    let errs: Vec<_> = reports.iter().filter(|l| l.starts_with("ERR ")).collect();
+    assert_eq!(errs.len(), 1, "{reports:?}");
+    assert!(
+        errs[0].contains("no free VF on PF 0000:01:00.0: all 3 VFs are in use"),
+        "{reports:?}"
+    );
+}
