@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use tests::images::{bzimage, write_temp};
 use tests::tessera_bin;
 use vmm::host::fake::{FakeFn, FakeHost};
 use vmm::host::{PciAddress, claim_vf};
@@ -379,4 +380,173 @@ fn vfio_nodes_are_checked_for_the_user_who_runs_tessera() {
         .output()
         .expect("setpriv runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+/// `tessera run --kernel K ARGS` against the fake host `host` (KVM is
+/// never reached on these paths, or `kvm` names a missing device).
+fn run_vm(host: &FakeHost, args: &[&str], kvm: Option<&str>) -> Output {
+    let kernel = write_temp("vf-pool.bzImage", &bzimage(&[0xf4]));
+    let mut c = Command::new(tessera_bin());
+    c.arg("run")
+        .arg("--kernel")
+        .arg(&kernel)
+        .args(args)
+        .env("TESSERA_HOST_ROOT", &host.dir)
+        .stdin(Stdio::null());
+    if let Some(k) = kvm {
+        c.env("TESSERA_KVM_DEVICE", k);
+    }
+    c.output().expect("tessera runs")
+}
+
+/// The igb PF with both VFs on vfio-pci, and CAP_IPC_LOCK (so the
+/// memlock check passes whatever this shell's limit).
+fn igb_pool(name: &str) -> FakeHost {
+    let h = igb(name);
+    h.bind("0000:01:10.2".parse().unwrap(), "vfio-pci");
+    h.cap_eff(1 << 14);
+    h
+}
+
+#[test]
+fn run_with_a_vf_pool_refuses_what_is_not_an_sr_iov_pf() {
+    let h = igb_pool("cli-pool-pf");
+    h.add(&FakeFn::new("0000:00:03.0", 0x1234, 0x11e8, 0x00ff00).group(7));
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--device", "vf=0000:05:00.0"],
+            "no PCI function 0000:05:00.0 on this host",
+        ),
+        (
+            &["--device", "vf=00:03.0"],
+            "0000:00:03.0 is not an SR-IOV physical function",
+        ),
+        (
+            &["--device", "vf=/sys/bus/pci/devices/0000:01:10.0"],
+            "0000:01:10.0 is a VF of PF 0000:01:00.0, not a PF",
+        ),
+        (&["--device", "vf=gpu0"], "'gpu0' is not a PCI function"),
+        (&["--device", "vf="], "vf= needs the PF"),
+    ];
+    for (args, expect) in cases {
+        assert_error(&run_vm(&h, args, None), 2, expect);
+    }
+}
+
+#[test]
+fn run_with_a_vf_pool_refuses_bad_profile_values_and_a_pf_without_sriov_admin() {
+    let h = igb_pool("cli-pool-profile");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--device", "vf=01:00.0,exec-quantum-ms=fast"],
+            "exec-quantum-ms=fast: use a whole number of milliseconds",
+        ),
+        (
+            &["--device", "vf=01:00.0,preempt-timeout-us=4294967296"],
+            "from 0 to 4294967295",
+        ),
+        (
+            &["--device", "vf=01:00.0,priority=urgent"],
+            "priority=urgent: use low, normal or high",
+        ),
+        (
+            &["--device", "01:10.0,exec-quantum-ms=5"],
+            "tessera vf profile 01:10.0 --exec-quantum-ms 5",
+        ),
+        (
+            &["--device", "vf=01:00.0,exec-quantum-ms=20"],
+            "0000:01:00.0 (driver igb) has no sriov_admin directory",
+        ),
+        (
+            &["--vf-create", "2"],
+            "--vf-create only makes sense with --device vf=PF",
+        ),
+        (
+            &["--device", "vf=01:00.0", "--vf-create", "0"],
+            "--vf-create must be at least 1",
+        ),
+        (
+            &["--device", "vf=01:00.0", "--vf-create", "many"],
+            "--vf-create",
+        ),
+    ];
+    for (args, expect) in cases {
+        assert_error(&run_vm(&h, args, None), 2, expect);
+    }
+    // Nothing was claimed on the way.
+    assert!(text(&vf(&h, &["list"]).stdout).contains("group 2  free"));
+}
+
+#[test]
+fn run_with_a_vf_pool_says_how_to_get_vfs_on_a_pf_with_none() {
+    let h = FakeHost::new("cli-pool-create");
+    h.igb_with_vfs(0);
+    assert_error(
+        &run_vm(&h, &["--device", "vf=01:00.0"], None),
+        2,
+        "PF 0000:01:00.0 has no VFs enabled (sriov_numvfs 0 of 7): add --vf-create N",
+    );
+    assert_error(
+        &run_vm(&h, &["--device", "vf=01:00.0", "--vf-create", "8"], None),
+        2,
+        "--vf-create 8 is more than 0000:01:00.0 offers (sriov_totalvfs 7)",
+    );
+    assert_eq!(sys(&h, "bus/pci/devices/0000:01:00.0/sriov_numvfs"), "0");
+    // A fake tree has no kernel to make the VFs: the count is written,
+    // and no VF appearing is the kernel's failure (status 1).
+    assert_error(
+        &run_vm(&h, &["--device", "vf=01:00.0", "--vf-create", "3"], None),
+        1,
+        "0000:01:00.0: sriov_numvfs was set to 3 but no VF appeared",
+    );
+    assert_eq!(sys(&h, "bus/pci/devices/0000:01:00.0/sriov_numvfs"), "3");
+}
+
+#[test]
+fn run_with_a_vf_pool_names_every_holder_when_no_vf_is_free() {
+    let h = igb_pool("cli-pool-full");
+    let a = claim_vf(&h.root, "0000:01:10.0".parse().unwrap(), "vm web-1").unwrap();
+    let b = claim_vf(&h.root, "0000:01:10.2".parse().unwrap(), "vm web-2").unwrap();
+    let me = std::process::id();
+    assert_error(
+        &run_vm(&h, &["--device", "vf=01:00.0"], None),
+        2,
+        &format!(
+            "no free VF on PF 0000:01:00.0: all 2 VFs are in use (0000:01:10.0 by tessera vm web-1 (pid {me}), 0000:01:10.2 by tessera vm web-2 (pid {me})): stop one of those VMs, or, once none of them runs, enable more with 'tessera vf create --pf 0000:01:00.0 --count N' (up to 7)"
+        ),
+    );
+    drop((a, b));
+}
+
+#[test]
+fn run_with_a_vf_pool_takes_the_first_free_vf_before_kvm_and_releases_it_at_exit() {
+    let h = igb_pool("cli-pool-take");
+    let held = claim_vf(&h.root, "0000:01:10.0".parse().unwrap(), "vm first").unwrap();
+    let out = run_vm(
+        &h,
+        &["--device", "vf=01:00.0", "--log-level", "info"],
+        Some("/nonexistent/kvm"),
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "took VF 0000:01:10.2 (VF 2 of 2 on PF 0000:01:00.0, vfio-pci) for vm with kernel "
+        ),
+        "{err}"
+    );
+    // The VF passed the passthrough checks; KVM came next.
+    assert!(
+        err.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("tessera: error: ") && l.contains("/nonexistent/kvm")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // Released when tessera exited.
+    assert!(
+        text(&vf(&h, &["list"]).stdout)
+            .contains("0000:01:10.2 8086:10ca  driver vfio-pci  group 3  free")
+    );
+    drop(held);
 }

@@ -10,6 +10,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::host::ops::ProfileChange;
+
 /// Configuration errors: each names the bad input and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -78,6 +80,14 @@ pub enum ConfigError {
         "invalid --debug-exit-port '{0}': use PORT or PORT,size=1|2|4 (PORT decimal or 0x-hex)"
     )]
     BadDebugExit(String),
+    /// `--vf-create 0`.
+    #[error("--vf-create must be at least 1 (it is how many VFs to create on a PF that has none)")]
+    ZeroVfCreate,
+    /// `--vf-create` without a `--device vf=PF`.
+    #[error(
+        "--vf-create only makes sense with --device vf=PF (it creates VFs on that PF when it has none)"
+    )]
+    VfCreateWithoutPool,
     /// `--vfio` value not understood.
     #[error("invalid --vfio '{0}': use auto, legacy or iommufd")]
     BadVfioMode(String),
@@ -310,11 +320,24 @@ impl FromStr for FwCfgUserItem {
     }
 }
 
+/// `--device vf=PF[,...]`: any free VF of a PF, taken when the VM starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfPool {
+    /// The PF as given: a BDF or a sysfs path.
+    pub pf: String,
+    /// The Xe scheduling profile to give the VF (`exec-quantum-ms=`,
+    /// `preempt-timeout-us=`, `priority=`); empty leaves it alone.
+    pub profile: ProfileChange,
+}
+
 /// A host PCI function to pass through (`--device`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSpec {
-    /// The function as given: a sysfs path or a BDF.
+    /// The function as given: a sysfs path or a BDF. For `vf=PF`, the PF
+    /// until [`crate::run`] has taken a VF, then that VF's address.
     pub path: String,
+    /// `vf=PF`: take a free VF of this PF (`None` once one is taken).
+    pub vf_pool: Option<VfPool>,
     /// An expansion ROM image to present instead of the device's own.
     pub rom: Option<PathBuf>,
     /// `rombar=off`: no expansion ROM at all.
@@ -328,17 +351,32 @@ impl FromStr for DeviceSpec {
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         let bad = |why: String| ConfigError::BadDevice(s.to_string(), why);
         let mut parts = s.split(',');
-        let path = parts.next().unwrap_or_default();
-        if path.is_empty() {
+        let first = parts.next().unwrap_or_default();
+        let pool = first.strip_prefix("vf=");
+        if pool == Some("") {
             return Err(bad(
-                "give the function as /sys/bus/pci/devices/0000:01:10.0 or 0000:01:10.0".into(),
+                "vf= needs the PF whose VFs to take from, e.g. vf=0000:03:00.0 (tessera vf list shows the PFs)".into(),
             ));
         }
+        if first.is_empty() {
+            return Err(bad(
+                "give the function as /sys/bus/pci/devices/0000:01:10.0 or 0000:01:10.0, or vf=PF for any free VF of a PF".into(),
+            ));
+        }
+        let mut profile = ProfileChange::default();
         let mut spec = Self {
-            path: path.to_string(),
+            path: pool.unwrap_or(first).to_string(),
+            vf_pool: None,
             rom: None,
             no_rom: false,
             no_mmap: false,
+        };
+        let number = |key: &str, v: &str, unit: &str| {
+            v.parse::<u32>().map_err(|_| {
+                bad(format!(
+                    "{key}={v}: use a whole number of {unit} from 0 to 4294967295 (0 = unlimited)"
+                ))
+            })
         };
         for opt in parts {
             match opt.split_once('=') {
@@ -346,15 +384,47 @@ impl FromStr for DeviceSpec {
                 Some(("rombar", "off" | "0")) => spec.no_rom = true,
                 Some(("rombar", "on" | "1")) => spec.no_rom = false,
                 None if opt == "x-no-mmap" => spec.no_mmap = true,
+                Some((key @ ("exec-quantum-ms" | "preempt-timeout-us" | "priority"), v))
+                    if pool.is_none() =>
+                {
+                    return Err(bad(format!(
+                        "{key}= is for vf=PF (a VF taken from a PF's pool); set a given VF's profile with 'tessera vf profile {} --{key} {v}'",
+                        spec.path
+                    )));
+                }
+                Some(("exec-quantum-ms", v)) => {
+                    profile.exec_quantum_ms = Some(number("exec-quantum-ms", v, "milliseconds")?)
+                }
+                Some(("preempt-timeout-us", v)) => {
+                    profile.preempt_timeout_us =
+                        Some(number("preempt-timeout-us", v, "microseconds")?)
+                }
+                Some(("priority", v)) => {
+                    if !crate::host::ops::PRIORITIES.contains(&v) {
+                        return Err(bad(format!("priority={v}: use low, normal or high")));
+                    }
+                    profile.priority = Some(v.to_string());
+                }
                 _ => {
                     return Err(bad(format!(
-                        "unknown option '{opt}': use rom=FILE, rombar=off or x-no-mmap"
+                        "unknown option '{opt}': use rom=FILE, rombar=off or x-no-mmap{}",
+                        if pool.is_some() {
+                            ", and for vf=PF exec-quantum-ms=N, preempt-timeout-us=N or priority=low|normal|high"
+                        } else {
+                            ""
+                        }
                     )));
                 }
             }
         }
         if spec.rom.is_some() && spec.no_rom {
             return Err(bad("rom=FILE and rombar=off contradict each other".into()));
+        }
+        if let Some(pf) = pool {
+            spec.vf_pool = Some(VfPool {
+                pf: pf.to_string(),
+                profile,
+            });
         }
         Ok(spec)
     }
@@ -468,6 +538,9 @@ pub struct VmConfig {
     pub fw_cfg: Vec<FwCfgUserItem>,
     /// Host PCI functions passed through with VFIO.
     pub devices: Vec<DeviceSpec>,
+    /// `--vf-create N`: create N VFs on a `vf=PF` device's PF when it
+    /// has none.
+    pub vf_create: Option<u32>,
     /// Which VFIO interface to use.
     pub vfio: VfioMode,
     /// Print exit statistics at exit (`--stats`).
@@ -490,6 +563,7 @@ impl VmConfig {
             kvm_path: PathBuf::from("/dev/kvm"),
             fw_cfg: Vec::new(),
             devices: Vec::new(),
+            vf_create: None,
             vfio: VfioMode::Auto,
             stats: false,
         }
@@ -541,6 +615,14 @@ impl VmConfig {
         }
         if matches!(&self.expect_serial, Some(t) if t.is_empty()) {
             return Err(ConfigError::EmptyExpect);
+        }
+        if let Some(n) = self.vf_create {
+            if n == 0 {
+                return Err(ConfigError::ZeroVfCreate);
+            }
+            if !self.devices.iter().any(|d| d.vf_pool.is_some()) {
+                return Err(ConfigError::VfCreateWithoutPool);
+            }
         }
         Ok(())
     }
@@ -646,6 +728,7 @@ mod tests {
         ] {
             assert!(bad.parse::<DeviceSpec>().is_err(), "{bad}");
         }
+        assert_eq!(d.vf_pool, None);
         assert_eq!("iommufd".parse::<VfioMode>().unwrap(), VfioMode::Iommufd);
         assert_eq!(parse_debug_exit("0xf4,size=4").unwrap(), (0xf4, 4));
         assert_eq!(parse_debug_exit("1281").unwrap(), (0x501, 2));
@@ -653,6 +736,80 @@ mod tests {
             assert!(parse_debug_exit(bad).is_err(), "{bad}");
         }
         assert!("cdev".parse::<VfioMode>().is_err());
+    }
+
+    #[test]
+    fn vf_pool_specs_take_a_pf_and_profile_options() {
+        let d: DeviceSpec =
+            "vf=0000:03:00.0,exec-quantum-ms=20,preempt-timeout-us=20000,priority=high,rombar=off"
+                .parse()
+                .unwrap();
+        assert_eq!(d.path, "0000:03:00.0");
+        assert!(d.no_rom && !d.no_mmap);
+        assert_eq!(
+            d.vf_pool,
+            Some(VfPool {
+                pf: "0000:03:00.0".into(),
+                profile: ProfileChange {
+                    exec_quantum_ms: Some(20),
+                    preempt_timeout_us: Some(20000),
+                    priority: Some("high".into()),
+                },
+            })
+        );
+        let d: DeviceSpec = "vf=/sys/bus/pci/devices/0000:01:00.0,x-no-mmap"
+            .parse()
+            .unwrap();
+        let pool = d.vf_pool.unwrap();
+        assert_eq!(pool.pf, "/sys/bus/pci/devices/0000:01:00.0");
+        assert_eq!(pool.profile, ProfileChange::default());
+        for (bad, why) in [
+            ("vf=", "vf= needs the PF"),
+            (
+                "vf=01:00.0,exec-quantum-ms=fast",
+                "exec-quantum-ms=fast: use a whole number of milliseconds",
+            ),
+            (
+                "vf=01:00.0,preempt-timeout-us=-1",
+                "preempt-timeout-us=-1: use a whole number of microseconds",
+            ),
+            (
+                "vf=01:00.0,exec-quantum-ms=4294967296",
+                "from 0 to 4294967295",
+            ),
+            (
+                "vf=01:00.0,priority=urgent",
+                "priority=urgent: use low, normal or high",
+            ),
+            ("vf=01:00.0,quantum=5", "and for vf=PF exec-quantum-ms=N"),
+            (
+                "01:10.0,priority=high",
+                "tessera vf profile 01:10.0 --priority high",
+            ),
+            ("vf=01:00.0,rom=a,rombar=off", "contradict"),
+        ] {
+            let e = bad.parse::<DeviceSpec>().unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn vf_create_needs_a_vf_pool_device_and_a_count() {
+        let mut c = VmConfig::new(BootSource::Raw {
+            image: vec![0xf4],
+            load_addr: 0x1000,
+            mode: CpuMode::Real { cs: 0, ip: 0x1000 },
+        });
+        c.vf_create = Some(2);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::VfCreateWithoutPool)
+        ));
+        c.devices.push("vf=01:00.0".parse().unwrap());
+        c.validate().unwrap();
+        c.vf_create = Some(0);
+        assert!(matches!(c.validate(), Err(ConfigError::ZeroVfCreate)));
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub enum Error {
     /// A passed-through function cannot be used.
     #[error(transparent)]
     Passthrough(#[from] vfio::PassthroughError),
+    /// No VF could be taken for `--device vf=PF`.
+    #[error(transparent)]
+    VfPool(host::HostError),
     /// The PCI address space cannot hold the devices.
     #[error(transparent)]
     PciSpace(#[from] pci_space::PciSpaceError),
@@ -115,6 +118,7 @@ impl Error {
                 true
             }
             Error::Passthrough(p) => p.is_user_error(),
+            Error::VfPool(h) => h.exit_code() == EXIT_USAGE,
             Error::PciSpace(_) => true,
             Error::Boot(B::Write(..)) => false,
             Error::Boot(_) => true,
@@ -156,8 +160,25 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Who holds a VF for this VM, in its lock (`tessera vf list` shows
+/// "tessera <this> (pid N)"): the serial log, else the UEFI variable
+/// store, else the kernel, since those name a VM on a node.
+fn vm_owner(cfg: &VmConfig) -> String {
+    let what = match (&cfg.serial, &cfg.boot) {
+        (SerialConfig::File(p), _) => format!("serial file {}", p.display()),
+        (_, BootSource::Firmware { firmware, .. }) => format!("vars {}", firmware.vars.display()),
+        (_, BootSource::Kernel { kernel, .. }) => format!("kernel {}", kernel.display()),
+        (_, BootSource::Raw { .. }) => "a raw image".to_string(),
+    };
+    format!("vm with {what}")
+}
+
 /// Validate `cfg`, open KVM, and run the VM until it stops. With
 /// `--on-reset restart` a guest reset rebuilds the VM and boots again.
+///
+/// `--device vf=PF` devices get their VFs first (before KVM is opened, so
+/// "no free VF" comes before anything else); the VFs are held for the
+/// whole run, restarts included, and released when this returns.
 pub fn run(cfg: &VmConfig) -> Result<Report, Error> {
     stats::mark_start();
     cfg.validate()?;
@@ -165,6 +186,18 @@ pub fn run(cfg: &VmConfig) -> Result<Report, Error> {
         raise_open_file_limit();
     }
     let layout = memory::plan(cfg.memory)?;
+    let taken;
+    let (cfg, _claims) = if cfg.devices.iter().any(|d| d.vf_pool.is_some()) {
+        let (devices, claims) = vfio::take_pool_vfs(&cfg.devices, cfg.vf_create, &vm_owner(cfg))
+            .map_err(Error::VfPool)?;
+        taken = VmConfig {
+            devices,
+            ..cfg.clone()
+        };
+        (&taken, claims)
+    } else {
+        (cfg, Vec::new())
+    };
     vfio::check(&cfg.devices, cfg.memory)?;
     let kvm = kvm::open(&cfg.kvm_path)?;
     let max = kvm::max_vcpus(&kvm);

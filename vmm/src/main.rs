@@ -94,10 +94,20 @@ struct RunArgs {
     debug_exit_port: Option<String>,
     /// Pass a host PCI function through with VFIO: a sysfs path
     /// (/sys/bus/pci/devices/0000:01:10.0) or a BDF (0000:01:10.0), bound to
-    /// vfio-pci; options: rom=FILE (expansion ROM image), rombar=off (no ROM),
-    /// x-no-mmap (trap every BAR access). Repeatable.
-    #[arg(long, value_name = "PATH[,rom=FILE][,rombar=off][,x-no-mmap]")]
+    /// vfio-pci; or vf=PF: any free VF of that SR-IOV PF, held by this VM
+    /// alone while it runs (bound to vfio-pci if needed), with the Xe
+    /// scheduling profile options exec-quantum-ms=N, preempt-timeout-us=N,
+    /// priority=low|normal|high. Options: rom=FILE (expansion ROM image),
+    /// rombar=off (no ROM), x-no-mmap (trap every BAR access). Repeatable.
+    #[arg(
+        long,
+        value_name = "PATH|vf=PF[,exec-quantum-ms=N][,preempt-timeout-us=N][,priority=P][,rom=FILE][,rombar=off][,x-no-mmap]"
+    )]
     device: Vec<String>,
+    /// With --device vf=PF: create N VFs on the PF when it has none
+    /// (host driver autoprobe off). Not needed when it has VFs.
+    #[arg(long, value_name = "N")]
+    vf_create: Option<u32>,
     /// VFIO interface: iommufd when the host has it (auto), or legacy container/group, or iommufd.
     #[arg(long, default_value = "auto", value_name = "auto|legacy|iommufd")]
     vfio: String,
@@ -171,6 +181,7 @@ fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
         .iter()
         .map(|s| s.parse::<DeviceSpec>())
         .collect::<Result<_, _>>()?;
+    cfg.vf_create = args.vf_create;
     cfg.vfio = args.vfio.parse::<VfioMode>()?;
     cfg.stats = args.stats;
     if let Some(dev) = std::env::var_os("TESSERA_KVM_DEVICE") {

@@ -155,6 +155,40 @@ pub fn check(specs: &[DeviceSpec], memory: u64) -> Result<(), PassthroughError> 
     Ok(())
 }
 
+/// Take a free VF for every `vf=PF` device of `specs` ([`host::take_vf`]:
+/// claimed, bound to a VFIO driver if needed, profile applied), creating
+/// `create` VFs on a PF that has none. Returns the devices with each
+/// `vf=PF` replaced by the VF taken, exactly as `--device <VF>` would
+/// give it, and the claims, which hold the VFs until they are dropped.
+/// `owner` names the VM in the locks (`tessera vf list`).
+pub fn take_pool_vfs(
+    specs: &[DeviceSpec],
+    create: Option<u32>,
+    owner: &str,
+) -> Result<(Vec<DeviceSpec>, Vec<host::VfClaim>), HostError> {
+    let root = HostRoot::from_env();
+    let mut kernel = host::SysfsKernel {
+        modprobe: root.is_system(),
+    };
+    let mut out = Vec::with_capacity(specs.len());
+    let mut claims = Vec::new();
+    for s in specs {
+        let Some(pool) = &s.vf_pool else {
+            out.push(s.clone());
+            continue;
+        };
+        let pf = host::resolve_function(&root, &pool.pf)?;
+        let (vf, claim) = host::take_vf(&mut kernel, &root, pf, create, &pool.profile, owner)?;
+        claims.push(claim);
+        out.push(DeviceSpec {
+            path: vf.to_string(),
+            vf_pool: None,
+            ..s.clone()
+        });
+    }
+    Ok((out, claims))
+}
+
 fn map_open_error(t: &Target, e: &IoctlError, mode_path: String) -> PassthroughError {
     let io_errno = match e {
         IoctlError::OpenGroup(io, _)

@@ -105,6 +105,42 @@ pub fn claim_vf(root: &HostRoot, addr: PciAddress, owner: &str) -> Result<VfClai
     })
 }
 
+/// `/run/tessera/pf/<bdf>.lock` under the root: held while VFs are
+/// created on a PF for `--device vf=PF --vf-create N`.
+pub fn pf_lock_path(root: &HostRoot, pf: PciAddress) -> PathBuf {
+    root.run_dir().join("tessera/pf").join(format!("{pf}.lock"))
+}
+
+/// The creation lock of one PF; dropping it releases the PF.
+#[derive(Debug)]
+pub struct PfLock {
+    _file: File,
+}
+
+/// Take `pf`'s creation lock, waiting up to `wait` for another process
+/// that holds it (one creating VFs on that PF right now).
+pub fn lock_pf(root: &HostRoot, pf: PciAddress, wait: Duration) -> Result<PfLock, HostError> {
+    let path = pf_lock_path(root, pf);
+    let file = open_lock(&path)?;
+    let start = std::time::Instant::now();
+    loop {
+        match flock(&file, libc::LOCK_EX) {
+            Ok(()) => return Ok(PfLock { _file: file }),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                if start.elapsed() >= wait {
+                    return Err(HostError::PfLockTimeout {
+                        pf,
+                        path: root.display(&path),
+                        secs: wait.as_secs(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(source) => return Err(HostError::Lock { path, source }),
+        }
+    }
+}
+
 /// Who holds `addr` ("tessera vm web-1 (pid 1234)"), or `None` when it is
 /// free. Probes with a non-blocking shared lock, released at once.
 pub fn lock_owner(root: &HostRoot, addr: PciAddress) -> Option<String> {

@@ -14,6 +14,7 @@
 //!   `drivers_probe`, Xe scheduling profiles), written through a [`Kernel`]
 //!   so tests see the exact sequence.
 //! - [`lock`]: one VM per VF ([`claim_vf`], an flock under `/run/tessera`).
+//! - [`pool`]: `--device vf=PF`, a free VF of a PF for one VM ([`take_vf`]).
 //! - [`intel`]: Intel GPU names and the i915/xe SR-IOV knobs.
 
 pub mod checks;
@@ -22,6 +23,7 @@ pub mod intel;
 pub mod lock;
 pub mod ops;
 pub mod pci;
+pub mod pool;
 pub mod preflight;
 
 use std::fmt;
@@ -32,6 +34,7 @@ use std::str::FromStr;
 pub use lock::{VfClaim, claim_vf, lock_owner, vf_lock_path};
 pub use ops::{Kernel, SysfsKernel};
 pub use pci::{PciFunction, Sriov, list_functions, resolve_function};
+pub use pool::take_vf;
 pub use preflight::{
     PassthroughTarget, Preflight, check_passthrough, group_holders, passthrough_problems,
 };
@@ -375,10 +378,12 @@ pub enum HostError {
     NotSriovPf(PciAddress),
     /// More VFs than the PF offers.
     #[error(
-        "--count {count} is more than {address} offers (sriov_totalvfs {total}){}",
+        "{flag} {count} is more than {address} offers (sriov_totalvfs {total}){}",
         if *gpu { "; for Intel GPUs the driver's max_vfs (xe.max_vfs or i915.max_vfs on the kernel command line) limits this" } else { "" }
     )]
     TooManyVfs {
+        /// The option that asked (`--count`, `--vf-create`).
+        flag: &'static str,
         /// The PF.
         address: PciAddress,
         /// What was asked for.
@@ -559,6 +564,60 @@ pub enum HostError {
     /// A kernel module needed for passthrough is not in this kernel.
     #[error("{0}")]
     ModuleMissing(String),
+    /// `--device vf=PF` on a PF with no VFs, and no `--vf-create`.
+    #[error(
+        "PF {pf} has no VFs enabled (sriov_numvfs 0 of {total}): add --vf-create N to create N of them, or run 'tessera vf create --pf {pf} --count N' first"
+    )]
+    NoVfs {
+        /// The PF.
+        pf: PciAddress,
+        /// `sriov_totalvfs`.
+        total: u32,
+    },
+    /// `--device vf=PF`: every VF of the PF is taken.
+    #[error("{}", no_free_vf_text(*.pf, .users, *.total))]
+    NoFreeVf {
+        /// The PF.
+        pf: PciAddress,
+        /// Each VF and who uses it.
+        users: Vec<(PciAddress, String)>,
+        /// `sriov_totalvfs`.
+        total: u32,
+    },
+    /// `--device vf=` names a VF instead of its PF.
+    #[error(
+        "{vf} is a VF of PF {pf}, not a PF: vf= takes the PF and picks a free VF of it (--device vf={pf}); to pass this VF itself, use --device {vf}"
+    )]
+    VfNotPf {
+        /// The VF given.
+        vf: PciAddress,
+        /// Its PF.
+        pf: PciAddress,
+    },
+    /// `sriov_numvfs` was written but no VF showed up.
+    #[error(
+        "{pf}: sriov_numvfs was set to {count} but no VF appeared (no virtfnN links): see the end of 'dmesg' for why the PF's driver did not enable them"
+    )]
+    VfsDidNotAppear {
+        /// The PF.
+        pf: PciAddress,
+        /// What was written.
+        count: u32,
+    },
+    /// Another tessera kept the PF's creation lock too long.
+    #[error(
+        "another process has held {} for {secs}s while creating VFs on {pf}: wait for it to finish, or find it with 'fuser -v {}'",
+        path.display(),
+        path.display()
+    )]
+    PfLockTimeout {
+        /// The PF.
+        pf: PciAddress,
+        /// The lock file, as the host names it.
+        path: PathBuf,
+        /// How long this process waited.
+        secs: u64,
+    },
     /// A lock under /run/tessera could not be made.
     #[error("cannot lock {}: {}; /run/tessera must be writable (run as root, or create it for this user)", path.display(), crate::config::io_reason(source))]
     Lock {
@@ -567,6 +626,24 @@ pub enum HostError {
         /// Why.
         source: io::Error,
     },
+}
+
+fn no_free_vf_text(pf: PciAddress, users: &[(PciAddress, String)], total: u32) -> String {
+    let who = users
+        .iter()
+        .map(|(a, by)| format!("{a} by {by}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let n = users.len();
+    if (n as u32) < total {
+        format!(
+            "no free VF on PF {pf}: all {n} VFs are in use ({who}): stop one of those VMs, or, once none of them runs, enable more with 'tessera vf create --pf {pf} --count N' (up to {total})"
+        )
+    } else {
+        format!(
+            "no free VF on PF {pf}: all {n} VFs are in use ({who}) and the PF offers no more: stop one of those VMs first"
+        )
+    }
 }
 
 fn iommu_off_text(reason: &str, param: &str, on_cmdline: bool) -> String {
@@ -598,9 +675,10 @@ impl HostError {
     /// refused a change, 2 for everything the user can fix first.
     pub fn exit_code(&self) -> u8 {
         match self {
-            HostError::Write { .. } | HostError::BindFailed { .. } | HostError::Modprobe { .. } => {
-                crate::EXIT_FAILURE
-            }
+            HostError::Write { .. }
+            | HostError::BindFailed { .. }
+            | HostError::Modprobe { .. }
+            | HostError::VfsDidNotAppear { .. } => crate::EXIT_FAILURE,
             _ => crate::EXIT_USAGE,
         }
     }

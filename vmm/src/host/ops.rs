@@ -149,6 +149,7 @@ pub fn create_vfs(
     let (f, s) = sriov_pf(root, pf)?;
     if count > s.totalvfs {
         return Err(HostError::TooManyVfs {
+            flag: "--count",
             address: pf,
             count,
             total: s.totalvfs,
