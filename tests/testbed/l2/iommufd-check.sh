@@ -62,7 +62,7 @@ for id in 1234:11e8:edu 1234:1111:bochs-display; do
     fail "$name-vfio: $bdf has no device cdev (vfio-dev: ${cdev:-none}) or no /dev/vfio/$grp"
   fi
 done
-echo "/dev/vfio: $(ls /dev/vfio)  /dev/vfio/devices: $(ls /dev/vfio/devices 2>&1)"
+echo "/dev/vfio: $(cd /dev/vfio && echo *); /dev/vfio/devices: $(cd /dev/vfio/devices 2>/dev/null && echo *)"
 
 # l2_boot NAME DEVICE-OPTIONS...: boot the L2 test guest with QEMU and check
 # that its PCI list has the edu and the bochs-display.

@@ -15,7 +15,7 @@
 #
 # The iommufd kernel is built by `testbed fetch` (and by run/boot-tests/...
 # when it is missing or stale) only in that mode: bzImage only, at
-# `nice -n 19 ionice -c3`, about 25 min on our 2 cores.  The source package
+# `nice -n 19 ionice -c3`, about 17 min on our 2 cores.  The source package
 # version goes in the lock file (role l1-iommufd); the cache key in
 # $CACHE/l1-iommufd/.version is that version plus a hash of
 # l1/iommufd.config and L1K_RECIPE, so editing the fragment rebuilds.
@@ -112,7 +112,7 @@ l1k_build() {
   mkdir -p "$L1K_DIR"
   blog=$L1K_DIR/build.log
   : > "$blog"
-  log "building the iommufd L1 kernel: $L1K_PKG $ver, x86_64_defconfig + l1/iommufd.config, bzImage, make -j$jobs at low priority (about 25 min on 2 cores; log: $blog)"
+  log "building the iommufd L1 kernel: $L1K_PKG $ver, x86_64_defconfig + l1/iommufd.config, bzImage, make -j$jobs at low priority (about 17 min on 2 cores; log: $blog)"
   t0=$(now)
   src=$L1K_BUILD/$L1K_PKG
   if [ "$(cat "$L1K_BUILD/.source" 2>/dev/null)" != "$L1K_PKG $ver" ] || [ ! -f "$src/Makefile" ]; then
