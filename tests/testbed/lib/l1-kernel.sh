@@ -100,11 +100,26 @@ l1k_build_deps() {
 l1k_key() { printf '%s %s config %s recipe %s\n' "$L1K_PKG" "$1" "$(inputs_hash "$L1K_FRAG")" "$L1K_RECIPE"; }
 
 # l1k_build VER: build bzImage from linux-source-6.12=VER into $L1K_DIR,
-# unless the cache already holds that build.
+# unless the cache already holds that build.  One build at a time per cache
+# (flock): a second testbed waits for the first and then uses its kernel.
 l1k_build() {
-  local ver=$1 key src blog t0 secs jobs
+  local key lk rc
+  key=$(l1k_key "$1")
+  stamped "$L1K_DIR" "$key" && [ -f "$L1K_DIR/vmlinuz" ] && return 0
+  exec {lk}> "$CACHE/l1-iommufd.lock"
+  if ! flock -n "$lk"; then
+    log "another testbed is building the iommufd L1 kernel in $CACHE; waiting for it"
+    flock "$lk"
+  fi
+  l1k_build_locked "$1" "$key"
+  rc=$?
+  exec {lk}>&-
+  return "$rc"
+}
+
+l1k_build_locked() { # VER KEY
+  local ver=$1 key=$2 src blog t0 secs jobs
   local -a lowprio=(nice -n 19)
-  key=$(l1k_key "$ver")
   stamped "$L1K_DIR" "$key" && [ -f "$L1K_DIR/vmlinuz" ] && return 0
   l1k_build_deps
   command -v ionice >/dev/null && lowprio+=(ionice -c3)
