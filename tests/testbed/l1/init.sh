@@ -2,7 +2,8 @@
 # shellcheck shell=sh disable=SC2086,SC2013
 # /init of the L1 ("nested host") initramfs, built by `testbed fetch`.
 #  1. mount the pseudo filesystems and insmod the modules in /modules.order
-#     (dependency order, plain .ko files: busybox insmod cannot unpack .ko.xz);
+#     (dependency order, plain .ko files: busybox insmod cannot unpack .ko.xz;
+#     the list is empty, or missing, when the kernel has them built in);
 #  2. mount the host's root filesystem (virtio-9p tag "hostroot", read-only)
 #     as the lower layer of an overlayfs with a tmpfs upper layer: L1 sees
 #     every host file (the repo, target/, the host's QEMU) and may write
@@ -19,7 +20,8 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 t_mods=$(cut -d' ' -f1 /proc/uptime)
-for m in $(cat /modules.order); do
+# (empty for a kernel with everything built in: TESTBED_L1=iommufd)
+for m in $(cat /modules.order 2>/dev/null); do
   insmod /lib/modules/$m.ko || echo "TESTBED: insmod $m failed"
 done
 t_mods_done=$(cut -d' ' -f1 /proc/uptime)

@@ -255,10 +255,12 @@ cmd_fetch() {
   # shellcheck disable=SC2086
   fetch_kernel l2 "$(lock_field "$lockfile" l2-kernel 2)" "$(lock_field "$lockfile" l2-kernel 3)" $L2_MODS
   fetch_ovmf "$(lock_field "$lockfile" ovmf 3)"
+  l1k_fetch "$lockfile"   # TESTBED_L1=iommufd only (lib/l1-kernel.sh)
   [ "$lockfile" = "$LOCK" ] || mv "$LOCK.new" "$LOCK"
   build_shim
   build_initrd l1
   build_initrd l2
+  l1k_initrd
   log "artefacts ready in $CACHE"
   print_lock
 }
@@ -275,4 +277,5 @@ ensure_artifacts() {
   build_shim
   build_initrd l1
   build_initrd l2
+  l1k_ensure   # TESTBED_L1=iommufd only (lib/l1-kernel.sh)
 }

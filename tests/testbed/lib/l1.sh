@@ -6,7 +6,8 @@
 # interrupt remapping and caching-mode (L1 boots with intel_iommu=on), an igb
 # NIC (SR-IOV PF, up to 7 VFs) behind a PCIe root port, an edu device and a
 # bochs-display, each behind its own root port (own IOMMU group in L1).
-# L1 is the Debian 6.12 kernel with the busybox initramfs of l1/init.sh: it
+# L1 is the Debian 6.12 kernel (TESTBED_L1=iommufd: one built with IOMMUFD,
+# see lib/l1-kernel.sh) with the busybox initramfs of l1/init.sh: it
 # mounts this machine's / read-only over virtio-9p (+ tmpfs overlay), and runs
 # CMD with bash in a chroot of it, in the current directory, so host-built
 # binaries (target/*/tessera) run unchanged.  /dev/kvm and /dev/vfio are there.
@@ -43,13 +44,14 @@ cmd_run() {
   [ $# -gt 0 ] || die "usage: testbed run [--] CMD [ARG...]"
   ensure_artifacts
 
-  local l1=$CACHE/l1 logdir=${TESTBED_LOGDIR:-$CACHE/logs}
+  local l1=$CACHE/l1 l1k logdir=${TESTBED_LOGDIR:-$CACHE/logs}
   local timeout=${TESTBED_TIMEOUT:-1800} qemu=${TESTBED_QEMU:-qemu-system-x86_64}
   local job append shim t0 qrc rc v
   mkdir -p "$logdir"
   # keep at most the 20 newest job directories (failed or TESTBED_KEEP runs)
   find "$logdir" -maxdepth 1 -name 'l1-*' -type d -printf '%T@ %p\n' | sort -rn |
     tail -n +20 | cut -d' ' -f2- | while IFS= read -r old; do rm -rf "$old"; done
+  l1k=$(l1_kernel_dir)   # TESTBED_L1 (lib/l1-kernel.sh)
   job=$(mktemp -d "$logdir/l1-$(date +%Y%m%d-%H%M%S)-XXXX")
   TB_JOB=$job
 
@@ -82,7 +84,7 @@ cmd_run() {
     -chardev "stdio,id=con,signal=off,logfile=$job/console.log" -serial chardev:con
     "${mon[@]}"
     -device intel-iommu,intremap=on,caching-mode=on
-    -kernel "$l1/vmlinuz" -initrd "$l1/initrd.gz" -append "$append"
+    -kernel "$l1k/vmlinuz" -initrd "$l1k/initrd.gz" -append "$append"
     -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
     -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot
     -fsdev "local,id=job,path=$job,security_model=none,multidevs=remap"
@@ -92,7 +94,7 @@ cmd_run() {
     -device pcie-root-port,id=rp2,chassis=2,slot=2 -device edu,bus=rp2
     -device pcie-root-port,id=rp3,chassis=3,slot=3 -device bochs-display,bus=rp3)
   printf '%s ' "${pre[@]}" "${cmd[@]}" > "$job/l0-cmdline"
-  log "booting L1 (timeout ${timeout}s, job dir $job)"
+  log "booting L1 (kernel: ${TB_L1:-debian}, $l1k/vmlinuz; timeout ${timeout}s, job dir $job)"
   [ "${TESTBED_VERBOSE:-0}" = 1 ] && log "L0: $(cat "$job/l0-cmdline")"
 
   t0=$(now)
