@@ -344,6 +344,9 @@ pub struct DeviceSpec {
     pub no_rom: bool,
     /// `x-no-mmap`: trap every BAR access (debugging, measurements).
     pub no_mmap: bool,
+    /// `x-no-kvm-msi`: relay MSI/MSI-X through a userspace thread instead
+    /// of KVM irqfds (debugging, measurements).
+    pub no_kvm_msi: bool,
 }
 
 impl FromStr for DeviceSpec {
@@ -370,6 +373,7 @@ impl FromStr for DeviceSpec {
             rom: None,
             no_rom: false,
             no_mmap: false,
+            no_kvm_msi: false,
         };
         let number = |key: &str, v: &str, unit: &str| {
             v.parse::<u32>().map_err(|_| {
@@ -384,6 +388,7 @@ impl FromStr for DeviceSpec {
                 Some(("rombar", "off" | "0")) => spec.no_rom = true,
                 Some(("rombar", "on" | "1")) => spec.no_rom = false,
                 None if opt == "x-no-mmap" => spec.no_mmap = true,
+                None if opt == "x-no-kvm-msi" => spec.no_kvm_msi = true,
                 Some((key @ ("exec-quantum-ms" | "preempt-timeout-us" | "priority"), v))
                     if pool.is_none() =>
                 {

@@ -103,6 +103,8 @@ struct Vector {
     message: Option<MsiMessage>,
     /// The irqfd is assigned to `gsi`.
     assigned: bool,
+    /// Relayed vectors only: raised while masked, to deliver on unmask.
+    relay_pending: bool,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +112,9 @@ struct State {
     next_gsi: u32,
     vectors: BTreeMap<(Bdf, u16), Vector>,
     functions: BTreeMap<Bdf, Arc<MsiVectors>>,
+    /// Functions whose interrupts a userspace thread relays instead of
+    /// irqfds (`x-no-kvm-msi`, for debugging and as a negative control).
+    relayed: std::collections::BTreeSet<Bdf>,
 }
 
 /// Routes MSI/MSI-X vectors through KVM; see the module documentation.
@@ -153,10 +158,32 @@ impl MsiRouter {
         }
     }
 
-    /// `bdf`'s vectors signal these eventfds.
-    pub fn add_function(&self, bdf: Bdf, vectors: Arc<MsiVectors>) {
+    /// `bdf`'s vectors signal these eventfds. With `relay` they are not
+    /// bound to KVM: a [`MsiRelay`] thread reads them and injects each
+    /// interrupt from userspace.
+    pub fn add_function(&self, bdf: Bdf, vectors: Arc<MsiVectors>, relay: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.functions.insert(bdf, vectors);
+        if relay {
+            state.relayed.insert(bdf);
+        }
+    }
+
+    /// The relay read an interrupt of `vector` of `bdf`: inject it if the
+    /// vector is live, else keep it pending until unmask.
+    fn relay_deliver(&self, bdf: Bdf, vector: u16) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(v) = state.vectors.get_mut(&(bdf, vector)) else {
+            return;
+        };
+        match v.message {
+            Some(m) => {
+                if let Err(e) = self.vm.signal_msi(m.address, m.data) {
+                    warn!("{bdf}: vector {vector}: {e}");
+                }
+            }
+            None => v.relay_pending = true,
+        }
     }
 
     fn table(vectors: &BTreeMap<(Bdf, u16), Vector>) -> Vec<kvm_irq_routing_entry> {
@@ -182,6 +209,7 @@ impl MsiRouter {
             next_gsi,
             vectors,
             functions,
+            relayed,
         } = &mut *state;
         let mut table_changed = false;
         let mut first_error = None;
@@ -199,6 +227,7 @@ impl MsiRouter {
                         gsi: *next_gsi,
                         message: None,
                         assigned: false,
+                        relay_pending: false,
                     },
                 );
                 *next_gsi += 1;
@@ -209,6 +238,16 @@ impl MsiRouter {
             if v.message != c.message {
                 v.message = c.message;
                 table_changed = true;
+            }
+            if relayed.contains(&c.bdf) {
+                // No irqfds; an interrupt that waited for the unmask goes now.
+                if let (Some(m), true) = (v.message, v.relay_pending) {
+                    v.relay_pending = false;
+                    if let Err(e) = self.vm.signal_msi(m.address, m.data) {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                continue;
             }
             touched.push(key);
         }
@@ -239,7 +278,7 @@ impl MsiRouter {
         // batch, and any whose earlier assignment failed: it is retried).
         let pending: Vec<(Bdf, u16)> = vectors
             .iter()
-            .filter(|(_, v)| v.message.is_some() && !v.assigned)
+            .filter(|(k, v)| v.message.is_some() && !v.assigned && !relayed.contains(&k.0))
             .map(|(k, _)| *k)
             .collect();
         for key in &pending {
@@ -274,6 +313,92 @@ impl MsiRouter {
     }
 }
 
+/// The userspace path for `x-no-kvm-msi` functions: a thread that waits
+/// on their vector eventfds and injects each interrupt with
+/// `KVM_SIGNAL_MSI`. It exists to show what irqfds save (a thread wake-up
+/// per interrupt) and to debug interrupt problems; stopped on drop.
+pub struct MsiRelay {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    wake: Arc<EventFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MsiRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MsiRelay").finish_non_exhaustive()
+    }
+}
+
+impl MsiRelay {
+    /// Relay the vectors of `functions` through `router`.
+    pub fn start(router: Arc<MsiRouter>, functions: &[(Bdf, Arc<MsiVectors>)]) -> io::Result<Self> {
+        use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+        let epoll = Epoll::new()?;
+        let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
+        let mut sources: Vec<(Bdf, u16, Arc<MsiVectors>)> = Vec::new();
+        epoll.ctl(
+            ControlOperation::Add,
+            std::os::fd::AsRawFd::as_raw_fd(&*wake),
+            EpollEvent::new(EventSet::IN, u64::MAX),
+        )?;
+        for (bdf, vectors) in functions {
+            for v in 0..vectors.len() {
+                if let Some(fd) = vectors.notifier(v) {
+                    epoll.ctl(
+                        ControlOperation::Add,
+                        std::os::fd::AsRawFd::as_raw_fd(fd),
+                        EpollEvent::new(EventSet::IN, sources.len() as u64),
+                    )?;
+                    sources.push((*bdf, v, vectors.clone()));
+                }
+            }
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop2, wake2) = (stop.clone(), wake.clone());
+        let thread = std::thread::Builder::new()
+            .name("msi-relay".into())
+            .spawn(move || {
+                let mut events = vec![EpollEvent::default(); 64];
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n = match epoll.wait(-1, &mut events) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            warn!("MSI relay: {e}");
+                            return;
+                        }
+                    };
+                    for ev in &events[..n] {
+                        let Some((bdf, v, vectors)) = sources.get(ev.data() as usize) else {
+                            let _ = wake2.read();
+                            continue;
+                        };
+                        if let Some(fd) = vectors.notifier(*v) {
+                            if fd.read().is_ok() {
+                                router.relay_deliver(*bdf, *v);
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            wake,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for MsiRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.wake.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,7 +421,7 @@ mod tests {
         let rec = Arc::new(Recorder::default());
         let r = MsiRouter::new(rec.clone());
         let v = Arc::new(MsiVectors::new(n).unwrap());
-        r.add_function(Bdf::new(0, 3, 0), v.clone());
+        r.add_function(Bdf::new(0, 3, 0), v.clone(), false);
         (rec, r, v)
     }
 
@@ -377,6 +502,43 @@ mod tests {
     }
 
     #[test]
+    fn relayed_functions_get_no_irqfds_and_masked_interrupts_wait_for_unmask() {
+        let rec = Arc::new(Recorder::default());
+        let r = Arc::new(MsiRouter::new(rec.clone()));
+        let bdf = Bdf::new(0, 3, 0);
+        let v = Arc::new(MsiVectors::new(1).unwrap());
+        r.add_function(bdf, v.clone(), true);
+        r.apply(&[change(0, Some(M1))]).unwrap();
+        assert!(
+            rec.take()
+                .iter()
+                .all(|c| !matches!(c, Call::AssignIrqfd { .. }))
+        );
+        let relay = MsiRelay::start(r.clone(), &[(bdf, v.clone())]).unwrap();
+        v.trigger(0).unwrap();
+        let want = Call::SignalMsi {
+            address: M1.address,
+            data: M1.data,
+        };
+        let t0 = std::time::Instant::now();
+        while !rec.0.lock().unwrap().contains(&want) {
+            assert!(t0.elapsed().as_secs() < 5, "the relay injects it");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        rec.take();
+        r.apply(&[change(0, None)]).unwrap();
+        v.trigger(0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !rec.0.lock().unwrap().contains(&want),
+            "masked: not delivered"
+        );
+        r.apply(&[change(0, Some(M1))]).unwrap();
+        assert!(rec.take().contains(&want), "delivered on unmask");
+        drop(relay);
+    }
+
+    #[test]
     fn routes_on_real_kvm() {
         if !std::path::Path::new("/dev/kvm").exists() {
             eprintln!("SKIP routes_on_real_kvm: /dev/kvm is absent");
@@ -387,7 +549,7 @@ mod tests {
         let r = MsiRouter::new(vm);
         let bdf = Bdf::new(0, 3, 0);
         let v = Arc::new(MsiVectors::new(2).unwrap());
-        r.add_function(bdf, v.clone());
+        r.add_function(bdf, v.clone(), false);
         r.apply(&[change(0, Some(M1)), change(1, Some(M1))])
             .expect("KVM takes the routes and irqfds");
         assert_eq!(r.route(bdf, 0), Some((IOAPIC_PINS, Some(M1), true)));

@@ -121,6 +121,17 @@ impl std::fmt::Debug for FlashWindow {
     }
 }
 
+/// Errors adding functions to the platform.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The bus-0 slot is taken or invalid.
+    #[error(transparent)]
+    Root(#[from] devices::pci::RootError),
+    /// The interrupt relay thread could not start.
+    #[error("cannot start the MSI relay: {0}")]
+    Relay(std::io::Error),
+}
+
 /// One mapped piece of a BAR, as the platform holds it.
 #[derive(Debug)]
 enum MappedPiece {
@@ -159,7 +170,7 @@ pub struct Platform {
     vm: Arc<dyn VmOps>,
     slots: Slots,
     pci: Arc<PciRoot>,
-    msi: MsiRouter,
+    msi: Arc<MsiRouter>,
     windows: HashMap<Window, Movable>,
     flash: Option<FlashWindow>,
     /// Read-only memory mapped into the guest (firmware code), kept alive
@@ -187,7 +198,7 @@ impl Platform {
         Self {
             buses: Buses::default(),
             slots: Slots::new(vm.clone(), ram.len() as u32, ram),
-            msi: MsiRouter::new(vm.clone()),
+            msi: Arc::new(MsiRouter::new(vm.clone())),
             vm,
             pci: Arc::new(PciRoot::new()),
             windows: HashMap::new(),
@@ -220,9 +231,30 @@ impl Platform {
         device: SharedPciDevice,
     ) -> Result<(), devices::pci::RootError> {
         if let Some(vectors) = lock(&device).msi_vectors() {
-            self.msi.add_function(bdf, vectors);
+            self.msi.add_function(bdf, vectors, false);
         }
         self.pci.add(bdf, device)
+    }
+
+    /// Like [`add_pci_function`](Self::add_pci_function), but the
+    /// function's MSI/MSI-X interrupts are relayed by a userspace thread
+    /// instead of irqfds (`x-no-kvm-msi`); returns the relay.
+    pub fn add_pci_function_relayed(
+        &self,
+        bdf: Bdf,
+        device: SharedPciDevice,
+    ) -> Result<Option<crate::interrupt::MsiRelay>, PlatformError> {
+        let vectors = lock(&device).msi_vectors();
+        if let Some(v) = &vectors {
+            self.msi.add_function(bdf, v.clone(), true);
+        }
+        self.pci.add(bdf, device)?;
+        match vectors {
+            Some(v) => crate::interrupt::MsiRelay::start(self.msi.clone(), &[(bdf, v)])
+                .map(Some)
+                .map_err(PlatformError::Relay),
+            None => Ok(None),
+        }
     }
 
     /// `window` is served by `movable` wherever the guest places it.

@@ -398,6 +398,8 @@ pub struct Passthrough {
     opened: Vec<Opened>,
     attached: Vec<Attached>,
     dma: Vec<(u64, u64)>,
+    /// Userspace interrupt relays of `x-no-kvm-msi` functions.
+    relays: Vec<crate::interrupt::MsiRelay>,
 }
 
 impl std::fmt::Debug for Passthrough {
@@ -423,6 +425,7 @@ impl Passthrough {
             opened: Vec::new(),
             attached: Vec::new(),
             dma: Vec::new(),
+            relays: Vec::new(),
         }
     }
 
@@ -540,6 +543,7 @@ impl Passthrough {
             opened,
             attached: Vec::new(),
             dma: Vec::new(),
+            relays: Vec::new(),
         })
     }
 
@@ -581,9 +585,23 @@ impl Passthrough {
             let name = model.name().to_string();
             let model = Arc::new(Mutex::new(model));
             let shared: SharedPciDevice = model.clone();
-            platform.add_pci_function(bdf, shared).map_err(|e| {
-                PassthroughError::Vfio(o.target.bdf.clone(), "place it on bus 0", e.to_string())
-            })?;
+            if o.spec.no_kvm_msi {
+                let relay = platform
+                    .add_pci_function_relayed(bdf, shared)
+                    .map_err(|e| {
+                        PassthroughError::Vfio(
+                            o.target.bdf.clone(),
+                            "place it on bus 0",
+                            e.to_string(),
+                        )
+                    })?;
+                warn!("{name}: x-no-kvm-msi: its interrupts go through a userspace thread");
+                self.relays.extend(relay);
+            } else {
+                platform.add_pci_function(bdf, shared).map_err(|e| {
+                    PassthroughError::Vfio(o.target.bdf.clone(), "place it on bus 0", e.to_string())
+                })?;
+            }
             info!("{name} is {bdf} in the guest");
             self.attached.push(Attached { bdf, name, model });
         }
@@ -651,6 +669,7 @@ impl Passthrough {
         // The guest loses the BARs first; then the functions leave bus 0,
         // so the teardown thread holds the last reference to each model
         // (and closes the device files within the deadline).
+        self.relays.clear();
         platform.unmap_all_bars();
         for a in &self.attached {
             platform.pci().remove(a.bdf);

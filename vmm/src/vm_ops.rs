@@ -51,6 +51,9 @@ pub trait VmOps: Send + Sync {
         resample: &EventFd,
         gsi: u32,
     ) -> Result<(), KvmError>;
+
+    /// Inject one MSI now (`KVM_SIGNAL_MSI`), from userspace.
+    fn signal_msi(&self, address: u64, data: u32) -> Result<(), KvmError>;
 }
 
 impl VmOps for VmFd {
@@ -115,6 +118,18 @@ impl VmOps for VmFd {
         self.register_irqfd_with_resample(fd, resample, gsi)
             .map_err(|e| KvmError::Ioctl("register a level irqfd", e))
     }
+
+    fn signal_msi(&self, address: u64, data: u32) -> Result<(), KvmError> {
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: address as u32,
+            address_hi: (address >> 32) as u32,
+            data,
+            ..Default::default()
+        };
+        VmFd::signal_msi(self, msi)
+            .map(|_| ())
+            .map_err(|e| KvmError::Ioctl("inject an MSI", e))
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +168,10 @@ pub(crate) mod tests {
         AssignLevel {
             fd: i32,
             gsi: u32,
+        },
+        SignalMsi {
+            address: u64,
+            data: u32,
         },
     }
 
@@ -226,6 +245,10 @@ pub(crate) mod tests {
                 fd: fd.as_raw_fd(),
                 gsi,
             });
+            Ok(())
+        }
+        fn signal_msi(&self, address: u64, data: u32) -> Result<(), KvmError> {
+            self.push(Call::SignalMsi { address, data });
             Ok(())
         }
     }
