@@ -4,8 +4,19 @@
 # L0 machine: q35 (kernel-irqchip=split), 2 vCPUs, 4 GiB, `-cpu max` (emulated
 # SVM, so L1 loads kvm_amd and gets a real /dev/kvm), an intel-iommu with
 # interrupt remapping and caching-mode (L1 boots with intel_iommu=on), an igb
-# NIC (SR-IOV PF, up to 7 VFs) behind a PCIe root port, an edu device and a
-# bochs-display, each behind its own root port (own IOMMU group in L1).
+# NIC (SR-IOV PF, up to 7 VFs) behind a PCIe root port, and the other
+# stand-ins for GPU VFs that the passthrough tests hand to L2 guests, each
+# behind its own root port (own IOMMU group in L1): edu (plain MSI, DMA), a
+# bochs-display (16 MiB framebuffer BAR), an NVMe controller (MSI-X, DMA; its
+# namespace is $CACHE/pt/nvme.img, made on first use with a known checksum in
+# nvme.img.sha256; read-only, so several L1s may share it) and an ivshmem-plain with a TESTBED_IVSHMEM [4G] 64-bit
+# prefetchable BAR (backed by the sparse file $job/ivshmem.mem, so the host
+# can read what L2 wrote into the BAR).
+#
+# L0 service (TB_L0_SERVICE=1): CMD inside L1 may ask L0 for one thing by
+# writing "screendump FILE DEVICE-ID" to /run/testbed/l0-request (FILE
+# relative to the job directory); L0 runs it on its HMP monitor and writes
+# the monitor's answer to l0-reply.
 # L1 is the Debian 6.12 kernel (TESTBED_L1=iommufd: one built with IOMMUFD,
 # see lib/l1-kernel.sh) with the busybox initramfs of l1/init.sh: it
 # mounts this machine's / read-only over virtio-9p (+ tmpfs overlay), and runs
@@ -31,13 +42,60 @@
 #                    (L2 writes CR8 with a virtual interrupt pending, hit with
 #                    OVMF L2 guests); see l1/qemu-bql-shim.c.  Keep it until a
 #                    fixed QEMU is installable from Debian.
-# Environment variables named TESTBED_*, TESSERA_*, BENCH_*, L2_*, RUST_LOG and
+# Environment variables named TESTBED_*, TESSERA_*, BENCH_*, L2_*, PT_*, RUST_LOG and
 # RUST_BACKTRACE are passed on to CMD.
 
 # Last job directory of cmd_run (for callers that want to read its files;
 # they set TB_NO_CLEAN=1 and remove it themselves).
 # shellcheck disable=SC2034  # read by ../testbed
 TB_JOB=
+
+# The NVMe stand-in's namespace: 32 MiB of random bytes and their sha256
+# (the passthrough tests read the namespace in L2 and compare).  Made once;
+# L2 guests only read it.
+pt_nvme_image() {
+  local d=$CACHE/pt
+  [ -f "$d/nvme.img" ] && [ -f "$d/nvme.img.sha256" ] && return 0
+  mkdir -p "$d"
+  head -c 32M /dev/urandom > "$d/nvme.img.tmp" || die "cannot write $d/nvme.img"
+  sha256sum < "$d/nvme.img.tmp" | cut -d' ' -f1 > "$d/nvme.img.sha256"
+  mv "$d/nvme.img.tmp" "$d/nvme.img"
+}
+
+# The L0 service (see the header): poll the job directory for a request.
+l0_service() { # JOB
+  local job=$1 verb arg dev
+  while sleep 0.3; do
+    [ -f "$job/l0-request" ] || continue
+    read -r verb arg dev < "$job/l0-request"
+    rm -f "$job/l0-request"
+    case $verb in
+      screendump) hmp "$job/monitor.sock" "screendump $job/$arg $dev" > "$job/l0-reply" 2>&1 ;;
+      *) echo "unknown L0 request: $verb" > "$job/l0-reply" ;;
+    esac
+  done
+}
+
+# hmp SOCKET COMMAND: run one HMP command on L0's monitor, print its answer.
+hmp() {
+  python3 - "$1" "$2" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+def until_prompt():
+    buf = b""
+    while not buf.endswith(b"(qemu) "):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+until_prompt()
+s.sendall(sys.argv[2].encode() + b"\n")
+print(until_prompt().decode(errors="replace").replace("(qemu) ", "").strip())
+EOF
+}
 
 cmd_run() {
   [ "${1:-}" = "--" ] && shift
@@ -52,6 +110,7 @@ cmd_run() {
   find "$logdir" -maxdepth 1 -name 'l1-*' -type d -printf '%T@ %p\n' | sort -rn |
     tail -n +20 | cut -d' ' -f2- | while IFS= read -r old; do rm -rf "$old"; done
   l1k=$(l1_kernel_dir)   # TESTBED_L1 (lib/l1-kernel.sh)
+  pt_nvme_image
   job=$(mktemp -d "$logdir/l1-$(date +%Y%m%d-%H%M%S)-XXXX")
   TB_JOB=$job
 
@@ -61,13 +120,15 @@ cmd_run() {
     echo 'export TESTBED_IN_L1=1'
     while IFS= read -r v; do
       printf 'export %s=%q\n' "$v" "${!v}"
-    done < <(compgen -e | grep -E '^(TESTBED_|TESSERA_|BENCH_|L2_|RUST_LOG$|RUST_BACKTRACE$)' |
+    done < <(compgen -e | grep -E '^(TESTBED_|TESSERA_|BENCH_|L2_|PT_|RUST_LOG$|RUST_BACKTRACE$)' |
              grep -vE '^(TESTBED_IN_L1|TESTBED_DIRECT)$')
     printf 'cd %q 2>/dev/null || cd /\n' "$PWD"
     printf '%q ' "$@"; echo
   } > "$job/cmd.sh"
 
-  append="console=ttyS0 panic=-1 oops=panic intel_iommu=on"
+  # no_timer_check: under load the TCG L1 failed the IO-APIC timer check and
+  # panicked ("IO-APIC + timer doesn't work!")
+  append="console=ttyS0 panic=-1 oops=panic intel_iommu=on no_timer_check"
   [ "${TESTBED_VERBOSE:-0}" = 1 ] || append="$append quiet loglevel=3"
   append="$append ${TESTBED_APPEND:-}"
 
@@ -92,7 +153,11 @@ cmd_run() {
     -netdev user,id=n0,restrict=on
     -device pcie-root-port,id=rp1,chassis=1,slot=1 -device igb,bus=rp1,netdev=n0
     -device pcie-root-port,id=rp2,chassis=2,slot=2 -device edu,bus=rp2
-    -device pcie-root-port,id=rp3,chassis=3,slot=3 -device bochs-display,bus=rp3)
+    -device pcie-root-port,id=rp3,chassis=3,slot=3 -device bochs-display,bus=rp3,id=ptbochs
+    -drive "file=$CACHE/pt/nvme.img,if=none,id=nvm0,format=raw,readonly=on"
+    -device pcie-root-port,id=rp4,chassis=4,slot=4 -device nvme,bus=rp4,drive=nvm0,serial=tessera-pt
+    -object "memory-backend-file,id=ivshm,size=${TESTBED_IVSHMEM:-4G},mem-path=$job/ivshmem.mem,share=on"
+    -device pcie-root-port,id=rp5,chassis=5,slot=5 -device ivshmem-plain,bus=rp5,memdev=ivshm)
   printf '%s ' "${pre[@]}" "${cmd[@]}" > "$job/l0-cmdline"
   log "booting L1 (kernel: ${TB_L1:-debian}, $l1k/vmlinuz; timeout ${timeout}s, job dir $job)"
   [ "${TESTBED_VERBOSE:-0}" = 1 ] && log "L0: $(cat "$job/l0-cmdline")"
@@ -105,11 +170,14 @@ cmd_run() {
   spid=$!
   timeout --kill-after=10 "$timeout" "${pre[@]}" "${cmd[@]}" < /dev/null >&"$fd" &
   qpid=$!
+  local svc=""
+  [ "${TB_L0_SERVICE:-0}" = 1 ] && { l0_service "$job" & svc=$!; }
   # shellcheck disable=SC2064  # expand qpid now
   trap "kill $qpid 2>/dev/null; exit 130" INT TERM
   wait "$qpid"
   qrc=$?
   trap - INT TERM
+  [ -n "$svc" ] && { kill "$svc" 2>/dev/null; wait "$svc" 2>/dev/null; }
   exec {fd}>&-
   wait "$spid" 2>/dev/null
   if [ -f "$job/rc" ]; then rc=$(cat "$job/rc"); else rc=125; fi

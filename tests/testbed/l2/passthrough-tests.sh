@@ -1,0 +1,455 @@
+#!/bin/bash
+# VFIO passthrough tests: L1's stand-ins for GPU VFs (an igb VF, edu, an NVMe
+# controller, bochs-display, ivshmem-plain; see lib/l1.sh) handed to L2
+# guests by tessera.  Runs inside L1 (`testbed passthrough-tests`): it binds
+# the devices to vfio-pci (l1/vfio-setup.sh).
+#
+#   passthrough-tests.sh --cache DIR --logdir DIR
+#
+# The guest is the L2 passthrough guest ($CACHE/l2pt: the Debian 6.12
+# generic kernel with igbvf, nvme and the testbed's edu driver, l2/edu/) with
+# a check script per test (l2/init.sh runs /check.sh from an appended
+# initramfs and prefixes its output with "L2-CHECK ").  The guest side prints
+# one "PT-<WHAT> ok ..." or "PT-<WHAT> FAIL ..." line per device check.
+#
+# Each test prints "PASS name (...)" or "FAIL name: why" (also in
+# LOGDIR/results); the last line is "N passed, M failed", the exit status 1
+# if any failed.  LOGDIR/NAME.serial and LOGDIR/NAME.vmm are each run's
+# console and tessera output.  Files for the host-side checks of
+# `testbed passthrough-tests` go to LOGDIR too (screendump requests, the
+# ivshmem pattern the guest wrote).
+#
+# Knobs: PT_VFIO [auto] tessera's --vfio (legacy|iommufd); PT_CYCLES [3] the
+# start/stop cycles of pt-cycles; PT_IRQS [1000] interrupts of
+# pt-irq-wakeups; L2_TIMEOUT [240]; TESTBED_TESTS="name ..." runs only those.
+set -u
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=vmm.sh
+. "$HERE/vmm.sh"
+# shellcheck source=../l1/vfio-setup.sh
+. "$HERE/../l1/vfio-setup.sh"
+
+parse_l2_args "$@"
+KERNEL=${PT_KERNEL:-$CACHE/l2pt/vmlinuz}
+INITRD=${PT_INITRD:-$CACHE/l2pt/initrd.gz}
+BUSYBOX=$CACHE/pkg/busybox
+TMO=${L2_TIMEOUT:-240}
+VFIO=${PT_VFIO:-auto}
+CMDLINE="console=ttyS0 panic=-1 quiet"
+OVMF_CODE=$CACHE/ovmf/OVMF_CODE_4M.fd
+OVMF_TEMPLATE=$CACHE/ovmf/OVMF_VARS_4M.fd
+T=${TESSERA_BIN:?TESSERA_BIN not set}
+mkdir -p "$LOGDIR"
+RESULTS=$LOGDIR/results
+: > "$RESULTS"
+npass=0 nfail=0
+
+selected() { [ -z "${TESTBED_TESTS:-}" ] || [[ " $TESTBED_TESTS " == *" $1 "* ]]; }
+
+result() { # NAME OK(0/1) DETAIL
+  if [ "$2" = 1 ]; then
+    echo "PASS $1 ($3)" | tee -a "$RESULTS"
+    npass=$((npass + 1))
+  else
+    echo "FAIL $1: $3" | tee -a "$RESULTS"
+    nfail=$((nfail + 1))
+    if [ -n "${SER:-}" ] && [ -f "$SER" ]; then
+      echo "---- tail of L2's serial log ($SER) ----"; tail -n "${L2_TAIL:-30}" "$SER" | tr -d '\r'
+    fi
+    if [ -n "${OUT:-}" ] && [ -f "$OUT" ]; then
+      echo "---- tail of tessera's output ($OUT) ----"; tail -n "${L2_TAIL:-30}" "$OUT"
+    fi
+    echo "----"
+  fi
+}
+
+echo "passthrough tests in L1 ($(uname -r)): $T ($("$T" --version 2>&1 | head -1)), --vfio $VFIO, guest $KERNEL"
+{ [ -f "$KERNEL" ] && [ -f "$INITRD" ]; } || { echo "FAIL no L2 passthrough guest ($KERNEL, $INITRD): run testbed fetch"; echo "0 passed, 1 failed"; exit 1; }
+pt_vfio_setup > "$LOGDIR/vfio-setup.txt" 2>&1
+setup_rc=$?
+cat "$LOGDIR/vfio-setup.txt"
+[ $setup_rc = 0 ] || { echo "FAIL vfio-setup: binding the stand-ins to vfio-pci failed"; echo "0 passed, 1 failed"; exit 1; }
+NVME_SHA=$(cat "$CACHE/pt/nvme.img.sha256" 2>/dev/null)
+
+# ---- guest side: shell functions every check script starts with ----
+# shellcheck disable=SC2016  # guest code
+GUEST_LIB='#!/bin/sh
+dev_of() { for d in /sys/bus/pci/devices/*; do [ "$(cat $d/vendor):$(cat $d/device)" = "$1" ] && { echo $d; return 0; }; done; return 1; }
+drv() { basename "$(readlink $1/driver 2>/dev/null)" 2>/dev/null; }
+res() { sed -n "$(($2 + 1))p" $1/resource | cut -d" " -f$3; }
+irqsum() { grep -- "$1" /proc/interrupts | awk "{ for (i = 2; i <= NF && \$i ~ /^[0-9]+\$/; i++) s += \$i } END { print s + 0 }"; }
+bad=0
+ok() { echo "PT-$1 ok $2"; }
+no() { echo "PT-$1 FAIL $2"; bad=1; }
+# hammer NAME BASE STRIDE N: N 32-bit writes then N reads of a pattern
+hammer() {
+  i=0; while [ $i -lt $4 ]; do devmem $(($2 + i * $3)) 32 $((0x5a000000 + i)); i=$((i + 1)); done
+  i=0; e=0; while [ $i -lt $4 ]; do
+    v=$(devmem $(($2 + i * $3)) 32); [ $((v)) = $((0x5a000000 + i)) ] || e=$((e + 1)); i=$((i + 1)); done
+  if [ $e = 0 ]; then ok $1 "$4 writes and $4 reads at $(printf %#x $2) stride $3"; else no $1 "$e of $4 words read back wrong at $(printf %#x $2)"; fi
+}
+check_edu() {
+  e=$(dev_of 0x1234:0x11e8) || { no EDU "no 1234:11e8"; return; }
+  [ "$(drv $e)" = tessera-edu ] || { no EDU "driver $(drv $e), want tessera-edu"; return; }
+  c0=$(cat $e/irq_count); p0=$(irqsum tessera-edu)
+  echo ${1:-100} > $e/raise || no EDU "raise ${1:-100} failed"
+  c1=$(cat $e/irq_count); p1=$(irqsum tessera-edu)
+  d=$(cat $e/dma_check)
+  if [ $((c1 - c0)) = ${1:-100} ] && [ $((p1 - p0)) = ${1:-100} ] && [ "${d%% *}" = ok ]; then
+    ok EDU "raised ${1:-100}: irq_count +$((c1 - c0)), /proc/interrupts tessera-edu +$((p1 - p0)); dma_check: $d"
+  else
+    no EDU "raised ${1:-100}: irq_count +$((c1 - c0)), /proc/interrupts +$((p1 - p0)); dma_check: $d"
+  fi
+}
+check_nvme() {
+  n=$(dev_of 0x1b36:0x0010) || { no NVME "no 1b36:0010"; return; }
+  [ "$(drv $n)" = nvme ] || { no NVME "driver $(drv $n), want nvme"; return; }
+  b=$(basename $n); w=0
+  while [ ! -b /dev/nvme0n1 ] && [ $w -lt 50 ]; do sleep 0.1; w=$((w + 1)); done
+  [ -b /dev/nvme0n1 ] || { no NVME "no /dev/nvme0n1"; return; }
+  v=$(grep -c "PCI-MSIX-$b" /proc/interrupts); i0=$(irqsum "PCI-MSIX-$b")
+  s=$(dd if=/dev/nvme0n1 bs=1M 2>/dev/null | sha256sum | cut -d" " -f1)
+  i1=$(irqsum "PCI-MSIX-$b")
+  if [ "$s" = "$1" ] && [ $i1 -gt $i0 ]; then
+    ok NVME "sha256 of the namespace matches the image; $v MSI-X vectors, interrupts $i0 -> $i1 during the read"
+  else
+    no NVME "sha256 $s (want $1); $v MSI-X vectors, interrupts $i0 -> $i1"
+  fi
+}
+check_vf() {
+  v=$(dev_of 0x8086:0x10ca) || { no VF "no 8086:10ca"; return; }
+  [ "$(drv $v)" = igbvf ] || { no VF "driver $(drv $v), want igbvf"; return; }
+  for n in $v/net/*; do ip link set $(basename $n) up 2>/dev/null; done
+  sleep 1
+  b=$(basename $v); c=$(grep -c "PCI-MSIX-$b" /proc/interrupts)
+  if [ $c -ge 3 ]; then ok VF "igbvf, $c MSI-X vectors ($(irqsum "PCI-MSIX-$b") interrupts)"; else no VF "igbvf with $c MSI-X vectors, want 3"; fi
+}
+check_ivshmem() {
+  iv=$(dev_of 0x1af4:0x1110) || { no IVSHMEM "no 1af4:1110"; return; }
+  s=$(res $iv 2 1); e=$(res $iv 2 2); size=$((e - s + 1))
+  r=$(printf "%x-%x" $s $e)
+  grep -q "$r" /proc/iomem || no IVSHMEM "BAR2 $r not in /proc/iomem"
+  if [ $((s)) -lt $((0x100000000)) ] || [ $size -lt $((0x100000000)) ]; then no IVSHMEM "BAR2 at $s size $size: want >= 4 GiB above 4 GiB"; return; fi
+  ok IVSHMEM-BAR "BAR2 $r ($((size >> 30)) GiB, 64-bit prefetchable, flags $(res $iv 2 3)) in /proc/iomem"
+  hammer IVSHMEM $((s + 0x1000)) 4096 32
+  hammer IVSHMEM-END $((e + 1 - 0x20000)) 4096 32
+  # markers for the host to find in the L0 backing file: "TSRASTRT" in the
+  # first 8 bytes, "TSRAEND!" in the last 8
+  devmem $((s)) 32 0x41525354; devmem $((s + 4)) 32 0x54525453
+  devmem $((e - 7)) 32 0x41525354; devmem $((e - 3)) 32 0x21444e45
+  ok IVSHMEM-MARK "wrote markers at $(printf %#x $s) and $(printf %#x $((e - 7)))"
+}
+check_bochs() {
+  bo=$(dev_of 0x1234:0x1111) || { no BOCHS "no 1234:1111"; return; }
+  fb=$(res $bo 0 1)
+  if [ -c /dev/fb0 ]; then
+    ok BOCHS-FB "/dev/fb0: $(cat /sys/class/graphics/fb0/name 2>/dev/null) $(cat /sys/class/graphics/fb0/virtual_size 2>/dev/null)"
+    return
+  fi
+  hammer BOCHS $((fb)) 4096 64
+}
+'
+
+# make_check NAME BODY: the guest initramfs + /check.sh = GUEST_LIB + BODY
+make_check() {
+  local t out=$LOGDIR/$1-initrd.gz
+  t=$(mktemp -d)
+  # shellcheck disable=SC2016  # $bad is the guest's
+  printf '%s\n%s\nexit $bad\n' "$GUEST_LIB" "$2" > "$t/check.sh"
+  chmod 0755 "$t/check.sh"
+  (cd "$t" && echo ./check.sh | "$BUSYBOX" cpio -o -H newc -R 0:0 2>/dev/null | gzip -1 -n) > "$t/check.gz"
+  cat "$INITRD" "$t/check.gz" > "$out"
+  rm -rf "$t"
+  echo "$out"
+}
+
+# dev ARGS: the --device value of a stand-in (BDF plus options)
+all_devices() {
+  local -a a=()
+  [ -n "$PT_VF" ] && a+=(--device "$PT_VF")
+  [ -n "$PT_EDU" ] && a+=(--device "$PT_EDU")
+  [ -n "$PT_NVME" ] && a+=(--device "$PT_NVME")
+  [ -n "$PT_BOCHS" ] && a+=(--device "$PT_BOCHS")
+  [ -n "$PT_IVSHMEM" ] && a+=(--device "$PT_IVSHMEM")
+  printf '%s\0' "${a[@]}"
+}
+
+# boot NAME INITRD [tessera options...]: one guest, sets RC SECS SER OUT
+boot() {
+  local name=$1 ird=$2 t0 e
+  shift 2
+  SER=$LOGDIR/$name.serial OUT=$LOGDIR/$name.vmm
+  rm -f "$SER"
+  t0=${EPOCHREALTIME/./}
+  vmm_run "$OUT" -- --vfio "$VFIO" --kernel "$KERNEL" --initrd "$ird" --memory "${PT_MEM:-512M}" \
+    --serial "file=$SER" --timeout "$TMO" "$@"
+  RC=$?
+  e=${EPOCHREALTIME/./}
+  SECS=$(( (e - t0) / 1000000 )).$(( (e - t0) / 100000 % 10 ))
+  [ -f "$SER" ] || : > "$SER"
+}
+g() { tr -d '\r' < "$SER" | grep -a "L2-CHECK PT-$1 " | head -1 | sed 's/^L2-CHECK //'; }
+gok() { tr -d '\r' < "$SER" | grep -aq "L2-CHECK PT-$1 ok"; }
+pci_line() { tr -d '\r' < "$SER" | grep -a "^L2-PCI .* $1 " | head -1 | cut -d' ' -f3-; }
+
+# Every L2-PCI line of the stand-ins, with its driver where one must bind.
+listing_ok() {
+  local want
+  for want in "8086:10ca driver=igbvf" "1b36:0010 driver=nvme" "1234:11e8 driver=tessera-edu" "1234:1111" "1af4:1110"; do
+    tr -d '\r' < "$SER" | grep -aq "^L2-PCI .* ${want%% *} .*${want#* }" || { echo "missing: L2-PCI ... $want"; return 1; }
+  done
+  return 0
+}
+listing() {
+  local id
+  for id in 8086:10ca 1b36:0010 1234:11e8 1234:1111 1af4:1110; do printf '%s; ' "$(pci_line "$id")"; done
+}
+
+# --stats: every trapped piece of a passed-through BAR other than the
+# MSI-X table and PBA had no access; the data BARs were mapped.
+zero_exits() { # VMM-OUTPUT -> prints a summary, status 0 if clean
+  local f=$1 bad mapped
+  bad=$(grep '^tessera-stats: device="vfio ' "$f" | grep 'kind=trap' | grep -v 'msix-' | grep -v 'reads=0 writes=0')
+  mapped=$(grep -c '^tessera-stats: device="vfio .*kind=mapped' "$f")
+  if [ -n "$bad" ]; then echo "trapped data-BAR accesses: $bad"; return 1; fi
+  local d
+  for d in "$PT_BOCHS BAR0" "$PT_IVSHMEM BAR2" "$PT_NVME BAR0"; do
+    grep -q "^tessera-stats: device=\"vfio $d\" kind=mapped" "$f" || { echo "no mapped piece for $d"; return 1; }
+  done
+  echo "$mapped mapped BAR pieces (bochs BAR0, ivshmem BAR2, nvme BAR0 among them); every trapped piece outside MSI-X table/PBA: 0 reads, 0 writes; $(grep -m1 '^tessera-stats: exits vcpu=0' "$f" | cut -d' ' -f3-)"
+}
+
+ALL_BODY="check_vf
+check_edu 100
+check_nvme $NVME_SHA
+check_bochs
+check_ivshmem"
+
+t_all() { # NAME direct|ovmf
+  local name=$1 mode=$2 ird vars
+  local -a fw=() devs=()
+  mapfile -d '' devs < <(all_devices)
+  if [ "$mode" = ovmf ]; then
+    vars=$LOGDIR/$name.vars; rm -f "$vars"
+    fw=(--firmware "$OVMF_CODE" --vars "$vars" --vars-template "$OVMF_TEMPLATE")
+  fi
+  if [ "$mode" = ovmf ]; then
+    ird=$(make_check "$name" "$ALL_BODY
+if [ -c /dev/fb0 ]; then
+  # 0x00ff8000 (BGRX bytes 00 80 ff 00) over the whole framebuffer
+  printf '\\000\\200\\377\\000' > /tmp/p; i=0; while [ \$i -lt 20 ]; do cat /tmp/p /tmp/p > /tmp/q; mv /tmp/q /tmp/p; i=\$((i + 1)); done
+  dd if=/tmp/p of=/dev/fb0 bs=64k 2>/dev/null
+  echo 'PT-SCREEN-FILLED 0x00ff8000'; sleep 10
+fi")
+    # L0 takes a screendump of its bochs-display once the guest filled it
+    # (lib/l1.sh's L0 service; the host checks the picture)
+    screendump_when_filled "$LOGDIR/$name.serial" "$name.ppm" &
+    WATCH=$!
+  else
+    ird=$(make_check "$name" "$ALL_BODY")
+  fi
+  boot "$name" "$ird" "${fw[@]}" "${devs[@]}" --stats --cmdline "$CMDLINE"
+  [ -n "${WATCH:-}" ] && { kill "$WATCH" 2>/dev/null; wait "$WATCH" 2>/dev/null; WATCH=""; }
+  local z zrc
+  z=$(zero_exits "$OUT"); zrc=$?
+  if [ $RC = 0 ] && listing_ok > /dev/null && grep -aq 'L2-CHECK rc=0' "$SER"; then
+    result "$name" 1 "exit 0 in ${SECS}s; $(listing)$(g VF); $(g IVSHMEM-BAR)"
+  else
+    result "$name" 0 "exit $RC after ${SECS}s; $(listing_ok); $(listing); guest: $(tr -d '\r' < "$SER" | grep -a 'PT-.* FAIL' | tr '\n' ';')"
+  fi
+  if gok EDU; then result "$name-edu" 1 "$(g EDU)"; else result "$name-edu" 0 "$(g EDU)"; fi
+  if gok NVME; then result "$name-nvme" 1 "$(g NVME)"; else result "$name-nvme" 0 "$(g NVME)"; fi
+  if [ $zrc = 0 ] && { gok BOCHS || gok BOCHS-FB; } && gok IVSHMEM && gok IVSHMEM-END && [ $RC = 0 ]; then
+    result "$name-zero-exits" 1 "guest: $(g BOCHS)$(g BOCHS-FB); $(g IVSHMEM); $(g IVSHMEM-END); nvme dd; --stats: $z"
+  else
+    result "$name-zero-exits" 0 "$z; guest: $(g BOCHS) $(g IVSHMEM) $(g IVSHMEM-END)"
+  fi
+  # for the host-side checks (ivshmem backing file, screendump)
+  tr -d '\r' < "$SER" | grep -a 'PT-IVSHMEM-MARK\|PT-SCREEN' > "$LOGDIR/$name.host-checks"
+}
+
+# screendump_when_filled SERIAL NAME.ppm: ask L0 (the host side of `testbed
+# passthrough-tests`, through the job directory) for a screendump of its
+# bochs-display into LOGDIR/NAME.ppm once the guest says it filled the
+# framebuffer.
+screendump_when_filled() {
+  local w=0
+  while ! grep -aq 'PT-SCREEN-FILLED' "$1" 2>/dev/null; do
+    sleep 0.2; w=$((w + 1)); [ $w -gt 3000 ] && return 1
+  done
+  echo "screendump ${LOGDIR#/run/testbed/}/$2 ptbochs" > /run/testbed/l0-request.tmp
+  mv /run/testbed/l0-request.tmp /run/testbed/l0-request
+}
+
+# x-no-mmap: the control of the zero-exit claim (same hammer, BARs trapped).
+t_no_mmap() {
+  local ird
+  ird=$(make_check pt-no-mmap-control "check_bochs
+check_ivshmem")
+  boot pt-no-mmap-control "$ird" --device "$PT_BOCHS,x-no-mmap" --device "$PT_IVSHMEM,x-no-mmap" --stats --cmdline "$CMDLINE"
+  local b i
+  b=$(grep "^tessera-stats: device=\"vfio $PT_BOCHS BAR0\" kind=trap" "$OUT" | grep -o 'reads=.*')
+  i=$(grep "^tessera-stats: device=\"vfio $PT_IVSHMEM BAR2\" kind=trap" "$OUT" | grep -o 'reads=.*')
+  # bochs: 64+64; ivshmem: 2 x (32+32) plus 4 marker writes
+  if [ $RC = 0 ] && [ "$b" = "reads=64 writes=64" ] && [ "$i" = "reads=64 writes=68" ]; then
+    result pt-no-mmap-control 1 "x-no-mmap traps the same hammer: bochs BAR0 $b, ivshmem BAR2 $i"
+  else
+    result pt-no-mmap-control 0 "exit $RC; want bochs BAR0 reads=64 writes=64 and ivshmem BAR2 reads=64 writes=68 trapped; got bochs '$b' ivshmem '$i'"
+  fi
+}
+
+# rom=FILE: a 64 KiB option ROM image (55 AA, a PCI data structure for the
+# bochs-display's ids, last-image flag) read by the guest through sysfs.
+t_rom() {
+  local rom=$LOGDIR/pt-rom.rom want ird
+  python3 - "$rom" <<'EOF'
+import os, struct, sys
+img = bytearray(os.urandom(65536))
+img[0:3] = b"\x55\xaa\x80"            # signature, 128 x 512 bytes
+img[0x18:0x1a] = struct.pack("<H", 0x40)
+pcir = b"PCIR" + struct.pack("<HHHHBBBBHHBBH", 0x1234, 0x1111, 0, 0x18, 0, 0, 0, 0x03, 128, 1, 0, 0x80, 0)
+img[0x40:0x40 + len(pcir)] = pcir     # class 0x030000, last image
+img[0x40 + 0x0d:0x40 + 0x10] = b"\x00\x00\x03"
+open(sys.argv[1], "wb").write(img)
+EOF
+  want=$(sha256sum < "$rom" | cut -d' ' -f1)
+  # shellcheck disable=SC2016  # guest code
+  ird=$(make_check pt-rom 'bo=$(dev_of 0x1234:0x1111) || no ROM "no bochs"
+echo 1 > $bo/rom; s=$(cat $bo/rom | sha256sum | cut -d" " -f1); n=$(cat $bo/rom | wc -c); echo 0 > $bo/rom
+if [ "$s" = '"$want"' ]; then ok ROM "read $n bytes through sysfs, sha256 $s"; else no ROM "read $n bytes, sha256 $s, want '"$want"'"; fi')
+  boot pt-rom "$ird" --device "$PT_BOCHS,rom=$rom" --cmdline "$CMDLINE"
+  if [ $RC = 0 ] && gok ROM; then result pt-rom 1 "$(g ROM), same as the file"; else result pt-rom 0 "exit $RC; $(g ROM)"; fi
+}
+
+# A second tessera given a function the first one holds: exit 2, busy.
+t_busy() {
+  local ird pid rc2 out2=$LOGDIR/pt-busy-second.vmm w=0
+  ird=$(make_check pt-busy 'echo PT-HOLD; sleep 600')
+  SER=$LOGDIR/pt-busy.serial OUT=$LOGDIR/pt-busy.vmm
+  rm -f "$SER"
+  "$T" run --vfio "$VFIO" --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" \
+    --device "$PT_EDU" --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null &
+  pid=$!
+  while ! grep -aq 'L2-CHECK PT-HOLD' "$SER" 2>/dev/null && [ $w -lt 1200 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; w=$((w + 1)); done
+  timeout 60 "$T" run --vfio "$VFIO" --kernel "$KERNEL" --initrd "$INITRD" --memory 256M --cmdline "$CMDLINE" \
+    --device "$PT_EDU" --serial null --timeout 60 > "$out2" 2>&1 < /dev/null
+  rc2=$?
+  kill -TERM $pid 2>/dev/null; wait $pid
+  local msg
+  msg=$(grep -m1 -i 'busy' "$out2")
+  if [ $rc2 = 2 ] && [ -n "$msg" ] && grep -q "pid $pid" "$out2"; then
+    result pt-busy 1 "second tessera exit 2: $msg"
+  else
+    result pt-busy 0 "second tessera exit $rc2, want 2 with a busy message naming pid $pid: $(tail -n 3 "$out2" | tr '\n' ' ')"
+  fi
+}
+
+# Errors a person can act on, from the real host state.
+t_errors() {
+  local pf out rc ok=1 detail=""
+  pf=$(pt_find 0x8086 0x10c9)
+  out=$LOGDIR/pt-errors-pf.vmm
+  timeout 60 "$T" run --vfio "$VFIO" --kernel "$KERNEL" --memory 256M --device "$pf" --serial null --timeout 30 > "$out" 2>&1 < /dev/null
+  rc=$?
+  if [ $rc = 2 ] && grep -q "vfio-pci" "$out" && grep -q "tessera vf bind" "$out"; then
+    detail+="igb PF bound to igb: exit 2, '$(grep -m1 vfio-pci "$out")'; "
+  else
+    ok=0; detail+="igb PF bound to igb: exit $rc: $(tr '\n' ' ' < "$out"); "
+  fi
+  out=$LOGDIR/pt-errors-none.vmm
+  timeout 60 "$T" run --vfio "$VFIO" --kernel "$KERNEL" --memory 256M --device 0000:0f:1f.7 --serial null --timeout 30 > "$out" 2>&1 < /dev/null
+  rc=$?
+  if [ $rc = 2 ] && grep -q "0000:0f:1f.7" "$out"; then
+    detail+="no such function: exit 2, '$(head -1 "$out")'"
+  else
+    ok=0; detail+="no such function: exit $rc: $(tr '\n' ' ' < "$out")"
+  fi
+  SER="" OUT=""
+  result pt-errors $ok "$detail"
+}
+
+# No tessera thread wakes per delivered interrupt: context switches of every
+# tessera thread across PT_IRQS edu interrupts (/proc/PID/task/*/status),
+# vCPU threads apart (the vCPU runs the guest that takes them).  The control
+# run relays the same interrupts through a userspace thread (x-no-kvm-msi)
+# and must show that thread waking once per interrupt.
+ctx_snapshot() { # PID -> "tid comm switches" per thread
+  local t
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s %s\n' "${t##*/}" "$(cat "$t/comm")" "$(awk '/ctxt_switches/ { s += $2 } END { print s }' "$t/status")"
+  done
+}
+irq_wakeups() { # NAME DEVICE-OPTS -> sets WAKE_OTHER WAKE_RELAY WAKE_DETAIL RC
+  local name=$1 opts=$2 n=${PT_IRQS:-1000} ird pid w=0 a b
+  # shellcheck disable=SC2016  # guest code
+  ird=$(make_check "$name" 'e=$(dev_of 0x1234:0x11e8); [ "$(drv $e)" = tessera-edu ] || no EDU "no edu driver"
+c0=$(cat $e/irq_count); echo PT-IRQ-BEGIN; sleep 3
+echo '"$n"' > $e/raise; c1=$(cat $e/irq_count); sleep 3
+echo "PT-IRQ-END raised '"$n"' counted $((c1 - c0))"; sleep 1')
+  SER=$LOGDIR/$name.serial OUT=$LOGDIR/$name.vmm
+  rm -f "$SER"
+  "$T" run --vfio "$VFIO" --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" \
+    --device "$PT_EDU$opts" --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null &
+  pid=$!
+  while ! grep -aq 'PT-IRQ-BEGIN' "$SER" 2>/dev/null && [ $w -lt 1800 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; w=$((w + 1)); done
+  sleep 1.5
+  a=$(ctx_snapshot $pid)
+  while ! grep -aq 'PT-IRQ-END' "$SER" 2>/dev/null && [ $w -lt 3600 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; w=$((w + 1)); done
+  b=$(ctx_snapshot $pid)
+  wait $pid
+  RC=$?
+  WAKE_DETAIL=$(join <(sort <<< "$a") <(sort <<< "$b") | awk '{ d = $5 - $3; printf "%s:%d ", $2, d }')
+  WAKE_OTHER=$(join <(sort <<< "$a") <(sort <<< "$b") | awk '$2 !~ /^vcpu/ { s += $5 - $3 } END { print s + 0 }')
+  WAKE_RELAY=$(join <(sort <<< "$a") <(sort <<< "$b") | awk '$2 == "msi-relay" { s += $5 - $3 } END { print s + 0 }')
+}
+t_irq_wakeups() {
+  local n=${PT_IRQS:-1000} counted
+  irq_wakeups pt-irq-wakeups ""
+  counted=$(tr -d '\r' < "$SER" | sed -n 's/.*PT-IRQ-END raised [0-9]* counted \([0-9]*\).*/\1/p')
+  local main="$WAKE_OTHER" detail="$WAKE_DETAIL"
+  irq_wakeups pt-irq-wakeups-control ",x-no-kvm-msi"
+  local ccount
+  ccount=$(tr -d '\r' < "$SER" | sed -n 's/.*PT-IRQ-END raised [0-9]* counted \([0-9]*\).*/\1/p')
+  # a handful of switches of non-vCPU threads is noise (at most 2 % of n)
+  if [ "$counted" = "$n" ] && [ "$main" -le $((n / 50)) ] && [ "$ccount" = "$n" ] && [ "$WAKE_RELAY" -ge "$n" ]; then
+    result pt-irq-wakeups 1 "$n edu MSIs delivered through irqfd: non-vCPU threads switched $main times in all (per thread: $detail); control with x-no-kvm-msi: msi-relay switched $WAKE_RELAY times for $ccount interrupts"
+  else
+    result pt-irq-wakeups 0 "irqfd run: $counted of $n counted, non-vCPU switches $main (want <= $((n / 50)); $detail); control: $ccount counted, msi-relay switches $WAKE_RELAY (want >= $n; $WAKE_DETAIL)"
+  fi
+}
+
+# Start/stop cycles with the edu and the igb VF: every run ends by itself,
+# the devices work in the last run as in the first.
+t_cycles() {
+  local n=${PT_CYCLES:-3} i ird okc=0 first="" last="" times="" bad=""
+  ird=$(make_check pt-cycles "check_vf
+check_edu 20")
+  for i in $(seq 1 "$n"); do
+    boot "pt-cycle-$i" "$ird" --device "$PT_EDU" --device "$PT_VF" --cmdline "$CMDLINE"
+    times+="${SECS}s "
+    if [ $RC = 0 ] && grep -aq 'L2-CHECK rc=0' "$SER"; then
+      okc=$((okc + 1))
+    else
+      bad+="run $i: exit $RC after ${SECS}s: $(tr -d '\r' < "$SER" | grep -a 'PT-.* FAIL' | tr '\n' ' '); "
+    fi
+    [ "$i" = 1 ] && first="$(g EDU | cut -c1-60); $(g VF)"
+    last="$(g EDU | cut -c1-60); $(g VF)"
+  done
+  if [ $okc = "$n" ]; then
+    result pt-cycles 1 "$n of $n runs ended by themselves with exit 0 ($times); first: $first; last: $last"
+  else
+    result pt-cycles 0 "$okc of $n runs passed; $bad"
+  fi
+}
+
+selected pt-all-direct && t_all pt-all-direct direct
+selected pt-all-ovmf && t_all pt-all-ovmf ovmf
+selected pt-no-mmap-control && t_no_mmap
+selected pt-rom && t_rom
+selected pt-busy && t_busy
+selected pt-errors && t_errors
+selected pt-irq-wakeups && t_irq_wakeups
+selected pt-cycles && t_cycles
+
+echo "$npass passed, $nfail failed"
+[ "$nfail" = 0 ]
