@@ -324,7 +324,7 @@ fetch_l2pt() {
   build_edu_module "$1"
   cmp -s "$d/edu/tessera_edu.ko" "$d/modules/tessera_edu.ko" || cp "$d/edu/tessera_edu.ko" "$d/modules/"
   grep -qx tessera_edu "$d/modules.order" || echo tessera_edu >> "$d/modules.order"
-  build_initrd l2pt "$TB_DIR/l2/init.sh" "$d/edu/.version"
+  build_initrd l2pt "$TB_DIR/l2/init.sh" "$d/modules/tessera_edu.ko"
 }
 
 # cmd_fetch [--refresh]
