@@ -23,6 +23,10 @@
 #   l1/qemu-bql-shim.so
 #   l2/vmlinuz l2/config l2/modules/*.ko l2/modules.order
 #   l2/initrd.gz (base L2 image, see l2/init.sh)
+#   l2pt/vmlinuz l2pt/config l2pt/modules/*.ko l2pt/modules.order l2pt/initrd.gz
+#                                the L2 passthrough guest: the L1 kernel, its
+#                                igbvf + nvme, tessera_edu.ko (l2/edu/, built
+#                                here against Debian's headers: l2pt/edu/)
 #   pkg/busybox                  static busybox
 #   ovmf/                        OVMF_CODE_4M.fd OVMF_VARS_4M.fd OVMF.fd ...
 #   logs/                        kept L1 job directories (console logs)
@@ -33,6 +37,14 @@
 L1_MODS=${TESTBED_L1_MODS:-"9p 9pnet_virtio overlay kvm_amd vfio vfio_iommu_type1 vfio_pci igb igbvf"}
 # Modules the L2 guest loads (efivarfs: the UEFI variable tests).
 L2_MODS=${TESTBED_L2_MODS:-efivarfs}
+# Modules of the L2 passthrough guest ($CACHE/l2pt, the L1 kernel), to which
+# tessera_edu (l2/edu/) is added.
+L2PT_MODS=${TESTBED_L2PT_MODS:-"igbvf nvme"}
+# Bump when build_edu_module's recipe changes in a way that changes the module.
+EDU_RECIPE=1
+# Debian packages build_edu_module needs (gcc-12: Debian's 6.12 kernels are
+# built with it; the linux-kbuild package's tools are linked statically).
+EDU_BUILD_DEPS="make gcc-12 binutils"
 
 is_root() { [ "$(id -u)" = 0 ]; }
 
@@ -216,22 +228,103 @@ build_shim() {
   cc -shared -fPIC -O2 -o "$out" "$src" -ldl || die "compiling $src failed (needs a C compiler)"
 }
 
-# build_initrd ROLE: busybox, ROLE's modules and ROLE/init.sh as /init, packed
-# into $CACHE/ROLE/initrd.gz; rebuilt only when one of its inputs changed.
+# build_initrd ROLE [INIT [EXTRA-INPUT...]]: busybox, ROLE's modules and INIT
+# (default ROLE/init.sh) as /init, packed into $CACHE/ROLE/initrd.gz; rebuilt
+# only when one of its inputs (and the EXTRA-INPUT files) changed.
 build_initrd() {
-  local role=$1 d=$CACHE/$1 h t
-  h=$(inputs_hash "$TB_DIR/$role/init.sh" "$d/modules.order" "$d/.version" "$CACHE/pkg/.version")
+  local role=$1 init=${2:-$TB_DIR/$1/init.sh} d=$CACHE/$1 h t
+  shift $(( $# > 1 ? 2 : 1 ))
+  h=$(inputs_hash "$init" "$d/modules.order" "$d/.version" "$CACHE/pkg/.version" "$@")
   [ -f "$d/initrd.gz" ] && [ "$(cat "$d/initrd.hash" 2>/dev/null)" = "$h" ] && return 0
   t=$(mktemp -d "$CACHE/ird.XXXXXX")
   mkdir -p "$t/bin" "$t/lib/modules"
   cp "$CACHE/pkg/busybox" "$t/bin/busybox"
   cp "$d"/modules/*.ko "$t/lib/modules/"
   cp "$d/modules.order" "$t/modules.order"
-  install -m 0755 "$TB_DIR/$role/init.sh" "$t/init"
+  install -m 0755 "$init" "$t/init"
   pack_initramfs "$t" "$d/initrd.gz"
   rm -rf "$t"
   echo "$h" > "$d/initrd.hash"
   log "built $d/initrd.gz ($(du -k "$d/initrd.gz" | cut -f1) KiB)"
+}
+
+missing_debs() { # PKG...: the ones not installed
+  local p
+  for p in "$@"; do
+    [ "$(dpkg-query -W -f '${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || printf '%s ' "$p"
+  done
+}
+
+# build_edu_module LOCKFILE: tessera_edu.ko (l2/edu/) for the l1-kernel
+# package of LOCKFILE, built against that kernel's Debian headers
+# (linux-headers-<abi>-<flavour>, linux-headers-<abi>-common and
+# linux-kbuild-<abi> at the kernel's version: `apt-get download` + `dpkg -x`
+# into a scratch directory, never installed; no running kernel of that
+# version needed), into $CACHE/l2pt/edu/ (stamped with the packages, a hash
+# of the sources and EDU_RECIPE; build.log kept).
+build_edu_module() {
+  local pkg ver kver abi key d=$CACHE/l2pt/edu src=$TB_DIR/l2/edu t h miss p
+  pkg=$(lock_field "$1" l1-kernel 2)
+  ver=$(lock_field "$1" l1-kernel 3)
+  kver=${pkg#linux-image-}   # 6.12.95+deb12-amd64
+  abi=${kver%-*}             # 6.12.95+deb12
+  case $pkg in linux-image-*-*) ;; *) die "cannot derive the headers packages from the l1-kernel package '$pkg' in $1 (want linux-image-ABI-FLAVOUR; run testbed fetch --refresh)" ;; esac
+  local -a debs=("linux-headers-$kver" "linux-headers-$abi-common" "linux-kbuild-$abi")
+  key="${debs[*]} $ver src $(inputs_hash "$src/tessera_edu.c" "$src/Kbuild") recipe $EDU_RECIPE"
+  stamped "$d" "$key" && [ -f "$d/tessera_edu.ko" ] && return 0
+  # shellcheck disable=SC2086  # word list
+  miss=$(missing_debs $EDU_BUILD_DEPS)
+  if [ -n "$miss" ]; then
+    is_root || die "building tessera_edu.ko needs these Debian packages: $miss(install them as root: apt-get install $miss)"
+    log "installing the module build dependencies: $miss"
+    # shellcheck disable=SC2086  # word list
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $miss >&2 ||
+      die "apt-get install $miss failed (try apt-get update first)"
+  fi
+  mkdir -p "$d"
+  t=$(mktemp -d "$CACHE/l2pt/build.XXXXXX")
+  chmod 0777 "$t"    # apt's _apt sandbox user writes the .debs here
+  log "downloading ${debs[*]} ($ver) to build tessera_edu.ko"
+  (cd "$t" && timeout 900 apt-get download -q "${debs[@]/%/=$ver}" >&2) ||
+    { rm -rf "$t"; die "apt-get download ${debs[*]/%/=$ver} failed (is the l1-kernel version in $1 still in $BACKPORTS? testbed fetch --refresh resolves it again)"; }
+  for p in "$t"/*.deb; do
+    dpkg -x "$p" "$t/x" || { rm -rf "$t"; die "dpkg -x $p failed"; }
+  done
+  h=$t/x/usr/src/linux-headers-$kver
+  # The flavour's Makefile includes the common one by its installed path;
+  # scripts and tools are relative links into linux-kbuild, valid here too.
+  sed -i "s|^include /usr/src/|include $t/x/usr/src/|" "$h/Makefile"
+  { [ -x "$h/scripts/basic/fixdep" ] && [ -x "$h/tools/objtool/objtool" ]; } ||
+    { rm -rf "$t"; die "$h: scripts/ or tools/ do not lead to linux-kbuild-$abi's prebuilt tools; check the packages' layout (dpkg -c)"; }
+  # Without vmlinux kbuild skips the module's BTF (no pahole needed).
+  rm -f "$h/vmlinux"
+  cp "$src/tessera_edu.c" "$src/Kbuild" "$t/"
+  if ! nice -n 10 make -C "$h" M="$t" CC=gcc-12 -j1 modules > "$d/build.log" 2>&1; then
+    tail -n 20 "$d/build.log" >&2
+    rm -rf "$t"
+    die "building tessera_edu.ko against $h failed (log: $d/build.log); fix $src/tessera_edu.c, or check gcc-12 and make"
+  fi
+  strip --strip-debug -o "$d/tessera_edu.ko" "$t/tessera_edu.ko" || { rm -rf "$t"; die "strip tessera_edu.ko failed"; }
+  rm -rf "$t"
+  echo "$key" > "$d/.version"
+  log "built $d/tessera_edu.ko for $kver"
+}
+
+# fetch_l2pt LOCKFILE: the L2 passthrough guest in $CACHE/l2pt: the L1 kernel
+# package (fetch_kernel with L2PT_MODS), tessera_edu.ko added last to its
+# modules, and an initramfs with l2/init.sh as /init.
+fetch_l2pt() {
+  local d=$CACHE/l2pt
+  mkdir -p "$d"
+  # fetch_kernel's stamp is the package only: a changed module list refetches
+  [ "$(cat "$d/modules.list" 2>/dev/null)" = "$L2PT_MODS" ] || rm -f "$d/.version"
+  # shellcheck disable=SC2086  # word list
+  fetch_kernel l2pt "$(lock_field "$1" l1-kernel 2)" "$(lock_field "$1" l1-kernel 3)" $L2PT_MODS
+  echo "$L2PT_MODS" > "$d/modules.list"
+  build_edu_module "$1"
+  cmp -s "$d/edu/tessera_edu.ko" "$d/modules/tessera_edu.ko" || cp "$d/edu/tessera_edu.ko" "$d/modules/"
+  grep -qx tessera_edu "$d/modules.order" || echo tessera_edu >> "$d/modules.order"
+  build_initrd l2pt "$TB_DIR/l2/init.sh" "$d/modules/tessera_edu.ko"
 }
 
 # cmd_fetch [--refresh]
@@ -256,6 +349,7 @@ cmd_fetch() {
   fetch_kernel l2 "$(lock_field "$lockfile" l2-kernel 2)" "$(lock_field "$lockfile" l2-kernel 3)" $L2_MODS
   fetch_ovmf "$(lock_field "$lockfile" ovmf 3)"
   l1k_fetch "$lockfile"   # TESTBED_L1=iommufd only (lib/l1-kernel.sh)
+  fetch_l2pt "$lockfile"
   [ "$lockfile" = "$LOCK" ] || mv "$LOCK.new" "$LOCK"
   build_shim
   build_initrd l1
@@ -277,5 +371,6 @@ ensure_artifacts() {
   build_shim
   build_initrd l1
   build_initrd l2
+  fetch_l2pt "$LOCK"
   l1k_ensure   # TESTBED_L1=iommufd only (lib/l1-kernel.sh)
 }
