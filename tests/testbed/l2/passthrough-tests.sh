@@ -9,7 +9,8 @@
 # The guest is the L2 passthrough guest ($CACHE/l2pt: the Debian 6.12
 # generic kernel with igbvf, nvme and the testbed's edu driver, l2/edu/) with
 # a check script per test (l2/init.sh runs /check.sh from an appended
-# initramfs and prefixes its output with "L2-CHECK ").  The guest side prints
+# initramfs and prefixes its output with "L2-CHECK ", seen only when the
+# script ends: what the L1 side waits for goes to /dev/ttyS0 directly).  The guest side prints
 # one "PT-<WHAT> ok ..." or "PT-<WHAT> FAIL ..." line per device check.
 #
 # Each test prints "PASS name (...)" or "FAIL name: why" (also in
@@ -83,10 +84,18 @@ ok() { echo "PT-$1 ok $2"; }
 no() { echo "PT-$1 FAIL $2"; bad=1; }
 # hammer NAME BASE STRIDE N: N 32-bit writes then N reads of a pattern
 hammer() {
-  i=0; while [ $i -lt $4 ]; do devmem $(($2 + i * $3)) 32 $((0x5a000000 + i)); i=$((i + 1)); done
-  i=0; e=0; while [ $i -lt $4 ]; do
-    v=$(devmem $(($2 + i * $3)) 32); [ $((v)) = $((0x5a000000 + i)) ] || e=$((e + 1)); i=$((i + 1)); done
-  if [ $e = 0 ]; then ok $1 "$4 writes and $4 reads at $(printf %#x $2) stride $3"; else no $1 "$e of $4 words read back wrong at $(printf %#x $2)"; fi
+  local i=0 wrong=0 v
+  while [ $i -lt $4 ]; do devmem $(($2 + i * $3)) 32 $((0x5a000000 + i)); i=$((i + 1)); done
+  i=0; while [ $i -lt $4 ]; do
+    v=$(devmem $(($2 + i * $3)) 32); [ $((v)) = $((0x5a000000 + i)) ] || wrong=$((wrong + 1)); i=$((i + 1)); done
+  if [ $wrong = 0 ]; then ok $1 "$4 writes and $4 reads at $(printf %#x $2) stride $3"; else no $1 "$wrong of $4 words read back wrong at $(printf %#x $2)"; fi
+}
+# msix_irqs DEV: how many MSI/MSI-X interrupts DEV has, and their total count
+msi_count() { ls $1/msi_irqs 2>/dev/null | wc -l; }
+msi_sum() {
+  local t=0 i
+  for i in $(ls $1/msi_irqs 2>/dev/null); do t=$((t + $(grep "^ *$i:" /proc/interrupts | awk "{ for (j = 2; j <= NF && \$j ~ /^[0-9]+\$/; j++) s += \$j } END { print s + 0 }"))); done
+  echo $t
 }
 check_edu() {
   e=$(dev_of 0x1234:0x11e8) || { no EDU "no 1234:11e8"; return; }
@@ -107,9 +116,9 @@ check_nvme() {
   b=$(basename $n); w=0
   while [ ! -b /dev/nvme0n1 ] && [ $w -lt 50 ]; do sleep 0.1; w=$((w + 1)); done
   [ -b /dev/nvme0n1 ] || { no NVME "no /dev/nvme0n1"; return; }
-  v=$(grep -c "PCI-MSIX-$b" /proc/interrupts); i0=$(irqsum "PCI-MSIX-$b")
+  v=$(msi_count $n); i0=$(msi_sum $n)
   s=$(dd if=/dev/nvme0n1 bs=1M 2>/dev/null | sha256sum | cut -d" " -f1)
-  i1=$(irqsum "PCI-MSIX-$b")
+  i1=$(msi_sum $n)
   if [ "$s" = "$1" ] && [ $i1 -gt $i0 ]; then
     ok NVME "sha256 of the namespace matches the image; $v MSI-X vectors, interrupts $i0 -> $i1 during the read"
   else
@@ -121,8 +130,8 @@ check_vf() {
   [ "$(drv $v)" = igbvf ] || { no VF "driver $(drv $v), want igbvf"; return; }
   for n in $v/net/*; do ip link set $(basename $n) up 2>/dev/null; done
   sleep 1
-  b=$(basename $v); c=$(grep -c "PCI-MSIX-$b" /proc/interrupts)
-  if [ $c -ge 3 ]; then ok VF "igbvf, $c MSI-X vectors ($(irqsum "PCI-MSIX-$b") interrupts)"; else no VF "igbvf with $c MSI-X vectors, want 3"; fi
+  c=$(msi_count $v)
+  if [ $c -ge 3 ] && [ -d $v/msi_irqs ]; then ok VF "igbvf, $c MSI-X vectors ($(msi_sum $v) interrupts)"; else no VF "igbvf with $c MSI-X vectors, want 3"; fi
 }
 check_ivshmem() {
   iv=$(dev_of 0x1af4:0x1110) || { no IVSHMEM "no 1af4:1110"; return; }
@@ -195,8 +204,8 @@ pci_line() { tr -d '\r' < "$SER" | grep -a "^L2-PCI .* $1 " | head -1 | cut -d' 
 # Every L2-PCI line of the stand-ins, with its driver where one must bind.
 listing_ok() {
   local want
-  for want in "8086:10ca driver=igbvf" "1b36:0010 driver=nvme" "1234:11e8 driver=tessera-edu" "1234:1111" "1af4:1110"; do
-    tr -d '\r' < "$SER" | grep -aq "^L2-PCI .* ${want%% *} .*${want#* }" || { echo "missing: L2-PCI ... $want"; return 1; }
+  for want in "8086:10ca driver=igbvf" "1b36:0010 driver=nvme" "1234:11e8 driver=tessera-edu" "1234:1111 class=" "1af4:1110 class="; do
+    tr -d '\r' < "$SER" | grep -aq "^L2-PCI [^ ]* $want" || { echo "missing: L2-PCI ... $want"; return 1; }
   done
   return 0
 }
@@ -239,7 +248,7 @@ if [ -c /dev/fb0 ]; then
   # 0x00ff8000 (BGRX bytes 00 80 ff 00) over the whole framebuffer
   printf '\\000\\200\\377\\000' > /tmp/p; i=0; while [ \$i -lt 20 ]; do cat /tmp/p /tmp/p > /tmp/q; mv /tmp/q /tmp/p; i=\$((i + 1)); done
   dd if=/tmp/p of=/dev/fb0 bs=64k 2>/dev/null
-  echo 'PT-SCREEN-FILLED 0x00ff8000'; sleep 10
+  echo 'PT-SCREEN-FILLED 0x00ff8000' > /dev/ttyS0; sleep 10
 fi")
     # L0 takes a screendump of its bochs-display once the guest filled it
     # (lib/l1.sh's L0 service; the host checks the picture)
@@ -324,20 +333,20 @@ if [ "$s" = '"$want"' ]; then ok ROM "read $n bytes through sysfs, sha256 $s"; e
 # A second tessera given a function the first one holds: exit 2, busy.
 t_busy() {
   local ird pid rc2 out2=$LOGDIR/pt-busy-second.vmm w=0
-  ird=$(make_check pt-busy 'echo PT-HOLD; sleep 600')
+  ird=$(make_check pt-busy 'echo PT-HOLD > /dev/ttyS0; sleep 600')
   SER=$LOGDIR/pt-busy.serial OUT=$LOGDIR/pt-busy.vmm
   rm -f "$SER"
   "$T" run --vfio "$VFIO" --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" \
     --device "$PT_EDU" --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null &
   pid=$!
-  while ! grep -aq 'L2-CHECK PT-HOLD' "$SER" 2>/dev/null && [ $w -lt 1200 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; w=$((w + 1)); done
+  while ! grep -aq 'PT-HOLD' "$SER" 2>/dev/null && [ $w -lt 1200 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; w=$((w + 1)); done
   timeout 60 "$T" run --vfio "$VFIO" --kernel "$KERNEL" --initrd "$INITRD" --memory 256M --cmdline "$CMDLINE" \
     --device "$PT_EDU" --serial null --timeout 60 > "$out2" 2>&1 < /dev/null
   rc2=$?
   kill -TERM $pid 2>/dev/null; wait $pid
   local msg
-  msg=$(grep -m1 -i 'busy' "$out2")
-  if [ $rc2 = 2 ] && [ -n "$msg" ] && grep -q "pid $pid" "$out2"; then
+  msg=$(grep -m1 "pid $pid" "$out2")
+  if [ $rc2 = 2 ] && [ -n "$msg" ]; then
     result pt-busy 1 "second tessera exit 2: $msg"
   else
     result pt-busy 0 "second tessera exit $rc2, want 2 with a busy message naming pid $pid: $(tail -n 3 "$out2" | tr '\n' ' ')"
@@ -346,15 +355,24 @@ t_busy() {
 
 # Errors a person can act on, from the real host state.
 t_errors() {
-  local pf out rc ok=1 detail=""
+  local pf out rc ok=1 detail="" vf2
   pf=$(pt_find 0x8086 0x10c9)
+  vf2=$(basename "$(readlink "/sys/bus/pci/devices/$pf/virtfn1")")
+  out=$LOGDIR/pt-errors-unbound.vmm
+  timeout 60 "$T" run --vfio "$VFIO" --kernel "$KERNEL" --memory 256M --device "$vf2" --serial null --timeout 30 > "$out" 2>&1 < /dev/null
+  rc=$?
+  if [ $rc = 2 ] && grep -q "vfio-pci" "$out" && grep -q "tessera vf bind" "$out"; then
+    detail+="VF $vf2 bound to $(pt_driver_of "$vf2"): exit 2, '$(grep -m1 vfio-pci "$out")'; "
+  else
+    ok=0; detail+="VF $vf2 bound to $(pt_driver_of "$vf2"): exit $rc: $(tr '\n' ' ' < "$out"); "
+  fi
   out=$LOGDIR/pt-errors-pf.vmm
   timeout 60 "$T" run --vfio "$VFIO" --kernel "$KERNEL" --memory 256M --device "$pf" --serial null --timeout 30 > "$out" 2>&1 < /dev/null
   rc=$?
-  if [ $rc = 2 ] && grep -q "vfio-pci" "$out" && grep -q "tessera vf bind" "$out"; then
-    detail+="igb PF bound to igb: exit 2, '$(grep -m1 vfio-pci "$out")'; "
+  if [ $rc = 2 ] && grep -q "physical function" "$out"; then
+    detail+="the igb PF: exit 2, '$(head -1 "$out")'; "
   else
-    ok=0; detail+="igb PF bound to igb: exit $rc: $(tr '\n' ' ' < "$out"); "
+    ok=0; detail+="the igb PF: exit $rc: $(tr '\n' ' ' < "$out"); "
   fi
   out=$LOGDIR/pt-errors-none.vmm
   timeout 60 "$T" run --vfio "$VFIO" --kernel "$KERNEL" --memory 256M --device 0000:0f:1f.7 --serial null --timeout 30 > "$out" 2>&1 < /dev/null
@@ -383,9 +401,9 @@ irq_wakeups() { # NAME DEVICE-OPTS -> sets WAKE_OTHER WAKE_RELAY WAKE_DETAIL RC
   local name=$1 opts=$2 n=${PT_IRQS:-1000} ird pid w=0 a b
   # shellcheck disable=SC2016  # guest code
   ird=$(make_check "$name" 'e=$(dev_of 0x1234:0x11e8); [ "$(drv $e)" = tessera-edu ] || no EDU "no edu driver"
-c0=$(cat $e/irq_count); echo PT-IRQ-BEGIN; sleep 3
+c0=$(cat $e/irq_count); echo PT-IRQ-BEGIN > /dev/ttyS0; sleep 3
 echo '"$n"' > $e/raise; c1=$(cat $e/irq_count); sleep 3
-echo "PT-IRQ-END raised '"$n"' counted $((c1 - c0))"; sleep 1')
+echo "PT-IRQ-END raised '"$n"' counted $((c1 - c0))" > /dev/ttyS0; sleep 1')
   SER=$LOGDIR/$name.serial OUT=$LOGDIR/$name.vmm
   rm -f "$SER"
   "$T" run --vfio "$VFIO" --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" \
@@ -396,6 +414,8 @@ echo "PT-IRQ-END raised '"$n"' counted $((c1 - c0))"; sleep 1')
   a=$(ctx_snapshot $pid)
   while ! grep -aq 'PT-IRQ-END' "$SER" 2>/dev/null && [ $w -lt 3600 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; w=$((w + 1)); done
   b=$(ctx_snapshot $pid)
+  printf '%s\n' "$a" > "$LOGDIR/$name.ctx-before"
+  printf '%s\n' "$b" > "$LOGDIR/$name.ctx-after"
   wait $pid
   RC=$?
   WAKE_DETAIL=$(join <(sort <<< "$a") <(sort <<< "$b") | awk '{ d = $5 - $3; printf "%s:%d ", $2, d }')
@@ -411,10 +431,10 @@ t_irq_wakeups() {
   local ccount
   ccount=$(tr -d '\r' < "$SER" | sed -n 's/.*PT-IRQ-END raised [0-9]* counted \([0-9]*\).*/\1/p')
   # a handful of switches of non-vCPU threads is noise (at most 2 % of n)
-  if [ "$counted" = "$n" ] && [ "$main" -le $((n / 50)) ] && [ "$ccount" = "$n" ] && [ "$WAKE_RELAY" -ge "$n" ]; then
+  if [ "$counted" = "$n" ] && [ "$main" -le $((n / 50)) ] && [ "$ccount" = "$n" ] && [ "$WAKE_RELAY" -ge $((n * 9 / 10)) ]; then
     result pt-irq-wakeups 1 "$n edu MSIs delivered through irqfd: non-vCPU threads switched $main times in all (per thread: $detail); control with x-no-kvm-msi: msi-relay switched $WAKE_RELAY times for $ccount interrupts"
   else
-    result pt-irq-wakeups 0 "irqfd run: $counted of $n counted, non-vCPU switches $main (want <= $((n / 50)); $detail); control: $ccount counted, msi-relay switches $WAKE_RELAY (want >= $n; $WAKE_DETAIL)"
+    result pt-irq-wakeups 0 "irqfd run: $counted of $n counted, non-vCPU switches $main (want <= $((n / 50)); $detail); control: $ccount counted, msi-relay switches $WAKE_RELAY (want >= $((n * 9 / 10)); $WAKE_DETAIL)"
   fi
 }
 
