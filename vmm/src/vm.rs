@@ -71,6 +71,14 @@ pub(crate) fn run_once(
     kvm::register_memory(&vm, &mem)?;
     // Passed-through functions are opened (and checked) before anything
     // else is built, so a busy or unbound device fails fast.
+    // With passthrough all of RAM will be pinned for DMA: fault it in on
+    // every core while the functions are opened (the kernel resets each,
+    // which can take a second) and the machine is built. Declared after
+    // `mem`, so dropped (stopped and joined) before it.
+    let prefault = (!cfg.devices.is_empty()).then(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        crate::memory::prefault(&mem, threads)
+    });
     let mut passthrough = Passthrough::open(&cfg.devices, cfg.vfio, &vm, cfg.memory)?;
 
     let mut platform = Platform::new(vm.clone(), &layout.ram_regions());
@@ -188,6 +196,9 @@ pub(crate) fn run_once(
     };
     // Every byte of guest RAM is reachable by device DMA before any vCPU
     // runs.
+    if let Some(p) = prefault {
+        info!("guest RAM faulted in after {:?}", p.wait());
+    }
     passthrough.map_dma(&mem)?;
     let platform = Arc::new(platform);
 
