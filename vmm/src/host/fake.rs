@@ -123,11 +123,17 @@ impl FakeFn {
     }
 }
 
+/// Write a fake sysfs file whole: a reader in another thread sees the old
+/// or the new text, never an empty file (as with a real attribute).
 fn write(path: &Path, text: &str) {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).expect("fake dir");
     }
-    std::fs::write(path, text).expect("fake file");
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".fake-tmp-{n}"));
+    std::fs::write(&tmp, text).expect("fake file");
+    std::fs::rename(&tmp, path).expect("fake file");
 }
 
 fn link(target: &str, at: &Path) {

@@ -346,7 +346,7 @@ pub enum HostError {
     },
     /// Another process has the group (or device) open.
     #[error(
-        "{} ({address}) is already open in {}: a VFIO group serves one process at a time; stop it first",
+        "{} ({address}) is already open in {}: a VFIO group or device serves one process at a time; stop it first",
         node.display(),
         holders_text(holders)
     )]
