@@ -153,7 +153,10 @@ impl BusDevice for AcpiPm {
             return;
         }
         for (i, b) in data.iter_mut().enumerate() {
-            *b = self.read_byte(offset + i as u64);
+            // Past the end of the address space reads as zero.
+            *b = offset
+                .checked_add(i as u64)
+                .map_or(0, |o| self.read_byte(o));
         }
     }
 
@@ -178,6 +181,7 @@ impl BusDevice for AcpiPm {
             }
             o if (0x20..0x30).contains(&o) => {
                 for (i, &b) in data.iter().enumerate() {
+                    // o < 0x30: no overflow.
                     let o = o + i as u64;
                     if (0x20..0x20 + GPE0_HALF).contains(&o) {
                         self.gpe0_sts[(o - 0x20) as usize] &= !b;
@@ -287,5 +291,11 @@ mod tests {
         let mut wide = [0xffu8; 8];
         pm.read(0x7c, &mut wide);
         assert!(pm.write(0x7f, &[1, 2, 3, 4, 5, 6, 7, 8]).is_empty());
+    }
+
+    #[test]
+    fn random_accesses_of_any_width_and_offset_never_panic() {
+        let (mut dev, _ctl, _sci) = pm();
+        crate::test_util::stress(&mut dev, 0x80, 200_000);
     }
 }

@@ -46,8 +46,8 @@ pub struct Movable {
     pub device: SharedDevice,
     /// Length of its range.
     pub len: u64,
-    /// Current base, if mapped.
-    pub base: Mutex<Option<u64>>,
+    /// Current base and length, if mapped.
+    pub base: Mutex<Option<(u64, u64)>>,
 }
 
 impl std::fmt::Debug for Movable {
@@ -75,10 +75,12 @@ impl Movable {
     pub fn move_to(&self, bus: &Bus, new: Option<(u64, u64)>, what: &str) {
         let new = new.map(|(b, l)| (b, l.min(self.len)));
         let mut base = lock(&self.base);
-        if *base == new.map(|(b, _)| b) {
+        // Base and length: a guest that changes only PCIEXBAR's length
+        // gets the new range.
+        if *base == new {
             return;
         }
-        if let Some(old) = base.take() {
+        if let Some((old, _)) = base.take() {
             if let Err(e) = bus.remove(old) {
                 error!("{what}: cannot unmap from {old:#x}: {e}");
             }
@@ -86,8 +88,8 @@ impl Movable {
         if let Some((n, len)) = new {
             match bus.insert(n, len, what, self.device.clone()) {
                 Ok(()) => {
-                    debug!("{what} now at {n:#x}");
-                    *base = Some(n);
+                    debug!("{what} now at {n:#x} (+{len:#x})");
+                    *base = Some((n, len));
                 }
                 Err(e) => {
                     error!("{what}: the guest moved it onto other devices, left unmapped: {e}")
@@ -264,7 +266,9 @@ impl Platform {
 
     /// Where `window` decodes now.
     pub fn window_base(&self, window: Window) -> Option<u64> {
-        self.windows.get(&window).and_then(|m| *lock(&m.base))
+        self.windows
+            .get(&window)
+            .and_then(|m| lock(&m.base).map(|(b, _)| b))
     }
 
     /// The UEFI variable flash window.

@@ -165,6 +165,11 @@ pub const DMA_CTL_WRITE: u32 = 1 << 4;
 const DMA_DESCRIPTOR_SIZE: usize = 16;
 /// Chunk size for zero-filling guest memory (bounds host allocations).
 const ZERO_CHUNK: usize = 64 * 1024;
+/// The most one DMA read zero-fills past the end of an item. QEMU fills
+/// whatever the guest asks (up to 4 GiB, seconds of work on a vCPU
+/// thread); no firmware reads more than a few bytes past an item, so a
+/// longer read fails with the error bit instead.
+pub const DMA_MAX_ZERO_FILL: u64 = 16 << 20;
 
 /// Errors from configuring the device (never caused by the guest).
 #[derive(Debug, thiserror::Error)]
@@ -696,7 +701,7 @@ impl FwCfg {
                 len = length;
                 match op {
                     DmaOp::Read => {
-                        if !self.guest_zero(addr, len) {
+                        if len > DMA_MAX_ZERO_FILL || !self.guest_zero(addr, len) {
                             status |= DMA_CTL_ERROR;
                         }
                     }
@@ -1079,6 +1084,31 @@ mod tests {
             0
         );
         assert!(guest(&d, 0x40000, 0x30000).iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn dma_zero_fill_is_bounded() {
+        let big = (DMA_MAX_ZERO_FILL * 2) as usize;
+        let mut d = FwCfg::new(
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), big + 0x10_0000)]).unwrap(),
+        );
+        let key = d.add_file("opt/test", vec![7; 10]).unwrap();
+        d.mem
+            .write_slice(&[0xee; 16], GuestAddress(0x10_0000))
+            .unwrap();
+        // The item, then more zeros than allowed: the error bit, and the
+        // zero fill never started.
+        let len = 10 + DMA_MAX_ZERO_FILL as u32 + 1;
+        let st = dma(&mut d, DESC, sel(key) | DMA_CTL_READ, len, 0x10_0000 - 10);
+        assert_eq!(st & DMA_CTL_ERROR, DMA_CTL_ERROR);
+        assert_eq!(guest(&d, 0x10_0000, 16), vec![0xee; 16]);
+        // Exactly the bound is still served.
+        let len = 10 + DMA_MAX_ZERO_FILL as u32;
+        assert_eq!(
+            dma(&mut d, DESC, sel(key) | DMA_CTL_READ, len, 0x10_0000 - 10),
+            0
+        );
+        assert_eq!(guest(&d, 0x10_0000, 16), vec![0; 16]);
     }
 
     #[test]

@@ -176,9 +176,12 @@ impl I8042 {
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);
+        let Some(first) = data.first_mut() else {
+            return;
+        };
         match offset {
-            DATA => data[0] = self.output.pop_front().unwrap_or(0),
-            COMMAND => data[0] = self.status(),
+            DATA => *first = self.output.pop_front().unwrap_or(0),
+            COMMAND => *first = self.status(),
             // 0x61..0x63 are not ours (0x61 is the PIT/speaker port in
             // KVM's in-kernel PIT); behave like an open bus.
             _ => {}
@@ -297,5 +300,15 @@ mod tests {
             data(&mut d, 0xff);
         }
         assert!(drain(&mut d).len() <= 16);
+    }
+
+    #[test]
+    fn random_accesses_of_any_width_and_offset_never_panic() {
+        let ctl = Arc::new(crate::test_util::RecordingControl::default());
+        let mut dev = I8042::new(ctl);
+        crate::test_util::stress(&mut dev, 8, 200_000);
+        let mut none = [0u8; 0];
+        dev.read(DATA, &mut none);
+        dev.read(COMMAND, &mut none);
     }
 }

@@ -38,8 +38,8 @@ impl ResetControl {
 impl BusDevice for ResetControl {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);
-        if offset == 0 {
-            data[0] = self.value;
+        if let (0, Some(first)) = (offset, data.first_mut()) {
+            *first = self.value;
         }
     }
 
@@ -74,5 +74,13 @@ mod tests {
         assert_eq!(b, [0x02]);
         assert!(dev.write(0, &[0x06]).is_empty());
         assert_eq!(ctl.taken(), vec![VmRequest::Reset]);
+    }
+
+    #[test]
+    fn random_accesses_of_any_width_and_offset_never_panic() {
+        let ctl = Arc::new(RecordingControl::default());
+        let mut dev = ResetControl::new(ctl);
+        crate::test_util::stress(&mut dev, 2, 200_000);
+        dev.read(0, &mut []);
     }
 }

@@ -39,6 +39,13 @@ fn ecam_and_pm_block_follow_the_guest() {
     assert!(!p.buses.mmio.read(0xb000_0010, &mut b));
     assert!(p.buses.mmio.read(0xe000_0010, &mut b));
     assert_eq!(p.window_base(Window::Ecam), Some(0xe000_0000));
+    // Only the length changes (PCIEXBAR 256 -> 64 buses): the bus range
+    // follows.
+    p.apply(Effects::one(ecam(Some((0xe000_0000, 0x400_0000)))));
+    assert!(p.buses.mmio.read(0xe3ff_fff0, &mut b));
+    assert!(!p.buses.mmio.read(0xe400_0010, &mut b));
+    p.apply(Effects::one(ecam(Some((0xe000_0000, 0x1000_0000)))));
+    assert!(p.buses.mmio.read(0xe400_0010, &mut b));
     p.apply(Effects::one(ecam(None)));
     assert!(!p.buses.mmio.read(0xe000_0010, &mut b));
     let pm = |new| Effect::Window {
