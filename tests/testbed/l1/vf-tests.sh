@@ -55,27 +55,19 @@ tv() {
 }
 has() { grep -qF -- "$1" "$OUT"; }
 
-find_dev() { # VENDOR DEVICE -> first BDF
-  local d
-  for d in /sys/bus/pci/devices/*; do
-    if [ "$(cat "$d/vendor")" = "$1" ] && [ "$(cat "$d/device")" = "$2" ]; then
-      basename "$d"
-      return 0
-    fi
-  done
-  return 1
-}
-driver_of() { local l; l=$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null) && basename "$l" || echo none; }
+# pt_find VENDOR DEVICE (first BDF), pt_driver_of BDF ("none" if unbound)
+# shellcheck source=vfio-setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/vfio-setup.sh"
 group_of() { basename "$(readlink "/sys/bus/pci/devices/$1/iommu_group")"; }
 
 echo "tessera vf tests in $(uname -r): $T ($("$T" --version 2>&1 | head -1))"
-PF=$(find_dev 0x8086 0x10c9) || { echo "FAIL no igb PF (8086:10c9) here"; echo "0 passed, 1 failed"; exit 1; }
+PF=$(pt_find 0x8086 0x10c9) || { echo "FAIL no igb PF (8086:10c9) here"; echo "0 passed, 1 failed"; exit 1; }
 P=/sys/bus/pci/devices/$PF
 nic=
 for n in "$P"/net/*; do [ -e "$n" ] && nic=$(basename "$n") && break; done
 # The igb PF serves its VFs' mailbox only while its link is up.
 [ -n "$nic" ] && ip link set "$nic" up
-echo "igb PF $PF driver=$(driver_of "$PF") net=${nic:-none} sriov_totalvfs=$(cat "$P/sriov_totalvfs")"
+echo "igb PF $PF driver=$(pt_driver_of "$PF") net=${nic:-none} sriov_totalvfs=$(cat "$P/sriov_totalvfs")"
 
 # ---- list before any VF exists ----
 tv list-pf list
@@ -100,10 +92,10 @@ VF1=$(basename "$(readlink "$P/virtfn1" 2>/dev/null)")
 VF2=$(basename "$(readlink "$P/virtfn2" 2>/dev/null)")
 if [ $RC = 0 ] && [ "$(cat "$P/sriov_numvfs")" = 3 ] && [ "$(cat "$P/sriov_drivers_autoprobe")" = 0 ] &&
    [ "$(cat "/sys/bus/pci/devices/$VF0/device" 2>/dev/null)" = 0x10ca ] &&
-   [ "$(driver_of "$VF0")" = none ] && [ "$(driver_of "$VF1")" = none ] && [ "$(driver_of "$VF2")" = none ]; then
+   [ "$(pt_driver_of "$VF0")" = none ] && [ "$(pt_driver_of "$VF1")" = none ] && [ "$(pt_driver_of "$VF2")" = none ]; then
   result create 1 "VFs $VF0 $VF1 $VF2 (8086:10ca), autoprobe 0, no driver (igbvf is loaded)"
 else
-  result create 0 "want exit 0, sriov_numvfs 3, autoprobe 0, three unbound 8086:10ca VFs; got exit $RC, numvfs $(cat "$P/sriov_numvfs"), VF0 '$VF0' driver $(driver_of "$VF0")"
+  result create 0 "want exit 0, sriov_numvfs 3, autoprobe 0, three unbound 8086:10ca VFs; got exit $RC, numvfs $(cat "$P/sriov_numvfs"), VF0 '$VF0' driver $(pt_driver_of "$VF0")"
 fi
 
 # ---- an unbound VF is not ready ----
@@ -116,11 +108,11 @@ fi
 
 # ---- bind all three ----
 tv bind bind "$VF0" "$VF1" "$VF2"
-if [ $RC = 0 ] && [ "$(driver_of "$VF0")" = vfio-pci ] && [ "$(driver_of "$VF1")" = vfio-pci ] &&
-   [ "$(driver_of "$VF2")" = vfio-pci ] && [ -c "/dev/vfio/$(group_of "$VF0")" ]; then
+if [ $RC = 0 ] && [ "$(pt_driver_of "$VF0")" = vfio-pci ] && [ "$(pt_driver_of "$VF1")" = vfio-pci ] &&
+   [ "$(pt_driver_of "$VF2")" = vfio-pci ] && [ -c "/dev/vfio/$(group_of "$VF0")" ]; then
   result bind 1 "$(head -2 "$OUT" | tail -1)"
 else
-  result bind 0 "want the three VFs on vfio-pci, got exit $RC, drivers $(driver_of "$VF0") $(driver_of "$VF1") $(driver_of "$VF2")"
+  result bind 0 "want the three VFs on vfio-pci, got exit $RC, drivers $(pt_driver_of "$VF0") $(pt_driver_of "$VF1") $(pt_driver_of "$VF2")"
 fi
 
 # ---- a bound VF is ready ----
@@ -146,11 +138,11 @@ else
 fi
 
 # ---- another device on no VFIO driver ----
-EDU=$(find_dev 0x1234 0x11e8)
+EDU=$(pt_find 0x1234 0x11e8)
 if [ -n "$EDU" ]; then
   tv check-edu check "$EDU"
-  if [ $RC = 1 ] && has "FAIL driver: $EDU is bound to $(driver_of "$EDU" | sed 's/^none$/no driver/'), not vfio-pci"; then
-    result check-edu 1 "exit 1 for the edu device on $(driver_of "$EDU")"
+  if [ $RC = 1 ] && has "FAIL driver: $EDU is bound to $(pt_driver_of "$EDU" | sed 's/^none$/no driver/'), not vfio-pci"; then
+    result check-edu 1 "exit 1 for the edu device on $(pt_driver_of "$EDU")"
   else
     result check-edu 0 "want exit 1 and the driver finding for $EDU, got exit $RC"
   fi
@@ -217,10 +209,10 @@ fi
 
 # ---- unbind gives the VF back (autoprobe 0: no host driver takes it) ----
 tv unbind unbind "$VF1"
-if [ $RC = 0 ] && [ "$(driver_of "$VF1")" = none ] && [ "$(cat "/sys/bus/pci/devices/$VF1/driver_override")" = "(null)" ]; then
+if [ $RC = 0 ] && [ "$(pt_driver_of "$VF1")" = none ] && [ "$(cat "/sys/bus/pci/devices/$VF1/driver_override")" = "(null)" ]; then
   result unbind 1 "$(tail -1 "$OUT")"
 else
-  result unbind 0 "want $VF1 without driver or override, got exit $RC, driver $(driver_of "$VF1")"
+  result unbind 0 "want $VF1 without driver or override, got exit $RC, driver $(pt_driver_of "$VF1")"
 fi
 
 # ==== tessera run --device vf=PF: L2 guests that each take a free VF ====
@@ -306,10 +298,10 @@ else
   fi
 
   # ---- the VF 'vf unbind' left without a driver was bound again ----
-  if [ "$(driver_of "$VF1")" = vfio-pci ] && grep -qF "$VF1: bound to vfio-pci (was no driver)" "$LOGDIR"/pool-[123].out; then
+  if [ "$(pt_driver_of "$VF1")" = vfio-pci ] && grep -qF "$VF1: bound to vfio-pci (was no driver)" "$LOGDIR"/pool-[123].out; then
     result pool-rebind 1 "$VF1 had no driver; the VM that took it bound it to vfio-pci"
   else
-    result pool-rebind 0 "want $VF1 rebound to vfio-pci by the VM that took it, driver now $(driver_of "$VF1")"
+    result pool-rebind 0 "want $VF1 rebound to vfio-pci by the VM that took it, driver now $(pt_driver_of "$VF1")"
   fi
 
   # ---- vf list names each VM holding a VF ----
