@@ -22,7 +22,8 @@
 #
 # Knobs: PT_VFIO [auto] tessera's --vfio (legacy|iommufd); PT_CYCLES [3] the
 # start/stop cycles of pt-cycles; PT_IRQS [1000] interrupts of
-# pt-irq-wakeups; L2_TIMEOUT [240]; TESTBED_TESTS="name ..." runs only those.
+# pt-irq-wakeups; L2_TIMEOUT [240]; TESTBED_TESTS="name ..." runs only those;
+# PT_REPEAT [1] runs the selection that many times (hunting rare failures).
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=vmm.sh
@@ -462,14 +463,16 @@ check_edu 20")
   fi
 }
 
-selected pt-all-direct && t_all pt-all-direct direct
-selected pt-all-ovmf && t_all pt-all-ovmf ovmf
-selected pt-no-mmap-control && t_no_mmap
-selected pt-rom && t_rom
-selected pt-busy && t_busy
-selected pt-errors && t_errors
-selected pt-irq-wakeups && t_irq_wakeups
-selected pt-cycles && t_cycles
+for _ in $(seq 1 "${PT_REPEAT:-1}"); do
+  selected pt-all-direct && t_all pt-all-direct direct
+  selected pt-all-ovmf && t_all pt-all-ovmf ovmf
+  selected pt-no-mmap-control && t_no_mmap
+  selected pt-rom && t_rom
+  selected pt-busy && t_busy
+  selected pt-errors && t_errors
+  selected pt-irq-wakeups && t_irq_wakeups
+  selected pt-cycles && t_cycles
+done
 
 echo "$npass passed, $nfail failed"
 [ "$nfail" = 0 ]

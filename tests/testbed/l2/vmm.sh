@@ -12,7 +12,8 @@
 # or --expect-serial text seen, 1 VM/VMM failure, 2 bad input, 3 guest reset,
 # 124 --timeout expired, 128+N signal).  An outer `timeout` guards every run
 # (the VMM's own --timeout + L2_GUARD_SLACK [60] s; its expiry gives 125 after
-# a KILL, i.e. "the VMM ignored its own --timeout").
+# a KILL, i.e. "the VMM ignored its own --timeout"; 126 if even the KILL did
+# not end it, with the kernel stacks of its threads in OUT: see stuck_watch).
 #
 # tessera: this is the one place that knows the command line:
 #   $TESSERA_BIN run --log-level ${TESSERA_LOG_LEVEL:-warn} <options>
@@ -71,13 +72,54 @@ vmm_run() { # OUT -- options...
       local -a cmd=()
       mapfile -d '' cmd < <(tessera_cmd "$@")
       echo "L2-VMM-CMD: ${cmd[*]}" > "$out"
-      timeout -s KILL "$guard" "${cmd[@]}" < /dev/null >> "$out" 2>&1
-      local rc=$?
-      [ $rc = 137 ] && { echo "L2 guard: killed after ${guard}s" >> "$out"; rc=125; }
-      return $rc ;;
+      "${cmd[@]}" < /dev/null >> "$out" 2>&1 &
+      guarded_wait $! "$guard" "$out"
+      return $? ;;
     qemu) qemu_standin "$out" "$guard" "$@" ;;
     *) echo "bad TESTBED_L2_VMM" >&2; return 2 ;;
   esac
+}
+
+# guarded_wait PID GUARD OUT: wait for the VMM at PID, at most GUARD
+# seconds; returns its status, 125 if it had to be killed. Just before the
+# guard expires the kernel stacks of its threads go to OUT (what it is stuck
+# in). A VMM that is still there 30 s after the KILL (a thread in an
+# uninterruptible kernel wait ignores it) gets its stacks and the kernel's
+# blocked-task report (sysrq w) written to OUT and is left behind: 126, so the
+# run goes on instead of hanging the whole L1 job.
+guarded_wait() {
+  local pid=$1 guard=$2 out=$3 t0=${EPOCHREALTIME/./} now stage=0 rc
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 0.2
+    now=$(( (${EPOCHREALTIME/./} - t0) / 1000000 ))
+    if [ $stage = 0 ] && [ $now -ge $((guard - 2)) ]; then
+      stage=1
+      { echo "L2 guard: pid $pid still running after ${now}s; its threads:"; dump_stacks "$pid"; } >> "$out" 2>&1
+    elif [ $stage = 1 ] && [ $now -ge "$guard" ]; then
+      stage=2
+      kill -KILL "$pid" 2>/dev/null
+    elif [ $stage = 2 ] && [ $now -ge $((guard + 30)) ]; then
+      {
+        echo "L2 guard: unkillable: pid $pid still there 30 s after SIGKILL; its threads:"
+        dump_stacks "$pid"
+        echo w > /proc/sysrq-trigger; sleep 1
+        echo "---- dmesg (sysrq w: blocked tasks) ----"
+        dmesg | tail -n 150
+      } >> "$out" 2>&1
+      return 126
+    fi
+  done
+  wait "$pid"; rc=$?
+  if [ $stage = 2 ]; then echo "L2 guard: killed after ${guard}s" >> "$out"; rc=125; fi
+  return $rc
+}
+
+dump_stacks() { # PID
+  local task
+  for task in /proc/"$1"/task/*; do
+    echo "-- thread ${task##*/} $(cat "$task/comm" 2>/dev/null) $(grep '^State' "$task/status" 2>/dev/null) wchan=$(cat "$task/wchan" 2>/dev/null)"
+    cat "$task/stack" 2>/dev/null
+  done
 }
 
 # QEMU in the role of `tessera run` (see the header).
