@@ -42,22 +42,3 @@ pub fn run_raw(image: &[u8], load_addr: u64, mode: CpuMode, cpus: u32) -> (Repor
     let report = vmm::run(&cfg).unwrap_or_else(|e| panic!("the VM did not run: {e}"));
     (report, serial.text())
 }
-
-/// The `tessera` binary built next to this test (cargo builds it for the
-/// workspace's tests; build it with `cargo build -p vmm` when running the
-/// `tests` crate alone).
-pub fn tessera_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/tessera
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("tessera"))
-        .expect("target directory");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p vmm` first",
-        bin.display()
-    );
-    bin
-}

@@ -33,6 +33,13 @@ pub enum StopReason {
         /// What happened (with registers when available).
         message: String,
     },
+    /// A thread of the VM panicked (see [`crate::panic`]).
+    Panic {
+        /// The thread's name (`vcpu0`, `vfio-teardown`, ...).
+        thread: String,
+        /// The panic message and where it was raised.
+        message: String,
+    },
 }
 
 /// Shared stop latch + wake-up.

@@ -18,11 +18,13 @@ pub mod interrupt;
 pub mod kvm;
 pub mod logger;
 pub mod memory;
+pub mod panic;
 pub mod pci_space;
 pub mod platform;
 mod q35;
 pub mod slots;
 pub mod stats;
+pub mod test_hook;
 pub mod vcpu;
 pub mod vf;
 pub mod vfio;
@@ -137,7 +139,7 @@ impl StopReason {
             StopReason::DebugExit(v) => ((u32::from(*v) << 1) | 1) as u8,
             StopReason::Timeout => EXIT_TIMEOUT,
             StopReason::Signal(n) => (128 + n) as u8,
-            StopReason::Fatal { .. } => EXIT_FAILURE,
+            StopReason::Fatal { .. } | StopReason::Panic { .. } => EXIT_FAILURE,
         }
     }
 }

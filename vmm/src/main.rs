@@ -50,7 +50,8 @@ struct RunArgs {
     #[arg(long, short = 'c', default_value_t = 1, value_name = "N")]
     cpus: u32,
     /// Linux kernel: booted directly (bzImage, or an ELF with a PVH note), or
-    /// handed to the firmware through fw_cfg when --firmware is given.
+    /// handed to the firmware through fw_cfg when --firmware is given (then
+    /// also any x86-64 EFI application, which OVMF starts itself).
     #[arg(long, short = 'k', value_name = "PATH")]
     kernel: Option<PathBuf>,
     /// UEFI firmware code (e.g. /usr/share/OVMF/OVMF_CODE_4M.fd): boots the Q35 machine.
@@ -234,11 +235,7 @@ fn main() -> ExitCode {
             return usage_error(format_args!("{first} (see 'tessera {sub} --help')"));
         }
     };
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        vmm::console::restore_terminal();
-        previous(info);
-    }));
+    vmm::panic::install_hook();
     match cli.command {
         Command::Run(args) => run(&args),
         Command::Vf(args) => ExitCode::from(vmm::vf::main(&args)),
@@ -277,6 +274,11 @@ fn run(args: &RunArgs) -> ExitCode {
                             indent(&report.serial_tail)
                         );
                     }
+                }
+                StopReason::Panic { thread, message } => {
+                    eprintln!(
+                        "tessera: the VM was stopped because thread '{thread}' panicked: {message}"
+                    );
                 }
                 StopReason::Reset => log::info!("guest reset the machine"),
                 other => log::info!("VM stopped: {other:?}"),

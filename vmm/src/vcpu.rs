@@ -92,21 +92,21 @@ struct RunView {
     len: usize,
 }
 
-// SAFETY: the mapping is read-only shared memory owned by this struct; it is
-// only read with volatile loads.
+// SAFETY: the mapping is shared memory owned by this struct; it is only
+// accessed with volatile loads and stores of plain integers.
 unsafe impl Send for RunView {}
 
 impl RunView {
     fn new(fd: &VcpuFd, cpu: u32) -> Result<Self, VcpuError> {
         // SAFETY: sysconf has no memory-safety preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        // SAFETY: mapping one read-only shared page of the vCPU fd at offset
-        // 0, which KVM backs with this vCPU's kvm_run; the result is checked.
+        // SAFETY: mapping one shared page of the vCPU fd at offset 0, which
+        // KVM backs with this vCPU's kvm_run; the result is checked.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 page,
-                libc::PROT_READ,
+                libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
@@ -128,6 +128,37 @@ impl RunView {
         // for any bit pattern, and is read with a volatile copy.
         let io = unsafe { std::ptr::addr_of!((*run).__bindgen_anon_1.io).read_volatile() };
         usize::from(io.size)
+    }
+
+    /// Where the kick handler writes `immediate_exit`.
+    fn immediate_exit(&self) -> *mut u8 {
+        // SAFETY: only computes the field's address inside the live mapping.
+        unsafe { std::ptr::addr_of_mut!((*self.ptr.as_ptr()).immediate_exit) }
+    }
+}
+
+thread_local! {
+    /// This vCPU thread's `kvm_run.immediate_exit` (null on other threads
+    /// and once the vCPU has stopped), set by [`KickTarget`].
+    static IMMEDIATE_EXIT: std::cell::Cell<*mut u8> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+/// While alive, kicks of this thread set the vCPU's `immediate_exit`, so a
+/// kick that lands between the stop check and `KVM_RUN` makes `KVM_RUN`
+/// return at once (EINTR) instead of being lost. Cleared on drop (also
+/// when the thread unwinds), before the mapping goes away.
+struct KickTarget;
+
+impl KickTarget {
+    fn arm(view: &RunView) -> Self {
+        IMMEDIATE_EXIT.with(|c| c.set(view.immediate_exit()));
+        KickTarget
+    }
+}
+
+impl Drop for KickTarget {
+    fn drop(&mut self) {
+        let _ = IMMEDIATE_EXIT.try_with(|c| c.set(std::ptr::null_mut()));
     }
 }
 
@@ -278,21 +309,39 @@ impl Vcpu {
         })
     }
 
-    /// Run on a new thread until the VM stops; returns its exit counts.
+    /// Run on a new thread until the VM stops; the thread holds `ram`
+    /// (guest memory is unmapped only after every vCPU thread, even one
+    /// that never stopped, has let go of it) and `exited` (dropped when the
+    /// thread ends, however it ends).
     pub fn spawn(
         self,
         platform: Arc<Platform>,
         ctl: Arc<Controller>,
-    ) -> Result<JoinHandle<ExitStats>, VcpuError> {
+        ram: vm_memory::GuestMemoryMmap,
+        exited: std::sync::mpsc::Sender<()>,
+    ) -> Result<VcpuThread, VcpuError> {
         install_kick_handler();
         let index = self.index;
-        std::thread::Builder::new()
+        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let tid_in = tid.clone();
+        let join = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
-            .spawn(move || self.run(&platform, &ctl))
-            .map_err(|e| VcpuError::Spawn(index, e))
+            .spawn(move || {
+                let _exited = exited;
+                let _ram = ram;
+                // SAFETY: gettid has no preconditions.
+                tid_in.store(
+                    unsafe { libc::gettid() },
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                self.run(&platform, &ctl)
+            })
+            .map_err(|e| VcpuError::Spawn(index, e))?;
+        Ok(VcpuThread { index, join, tid })
     }
 
     fn run(mut self, platform: &Platform, ctl: &Controller) -> ExitStats {
+        let _kick = KickTarget::arm(&self.run_view);
         let mut stats = ExitStats::new(log::log_enabled!(log::Level::Debug));
         crate::stats::mark_first_entry();
         let mut efaults = 0u32;
@@ -322,7 +371,7 @@ impl Vcpu {
                 Err(e) if e.errno() == libc::EFAULT => ExitAction::Fatal(format!(
                     "KVM_RUN failed: {e}: the guest kept accessing memory the host cannot map (a passed-through BAR of a device in D3hot or with memory decode off, whose slot the guest keeps reaching)"
                 )),
-                Err(e) => ExitAction::Fatal(format!("KVM_RUN failed: {e}")),
+                Err(e) => ExitAction::Fatal(explain_run_error(&e)),
             };
             match action {
                 ExitAction::Continue => {}
@@ -390,12 +439,89 @@ fn set_lvt_mode(regs: &mut [std::os::raw::c_char; 1024], offset: usize, mode: u3
     }
 }
 
+/// What a failed KVM_RUN means and what to try.
+fn explain_run_error(e: &kvm_ioctls::Error) -> String {
+    let hint = match e.errno() {
+        libc::EIO => {
+            "KVM could not continue the guest (most often firmware that needs SMM, which Tessera does not emulate: a Secure Boot OVMF build such as OVMF_CODE_4M.secboot.fd; use the build without SMM, OVMF_CODE_4M.fd with OVMF_VARS_4M.fd)"
+        }
+        libc::ENOEXEC => {
+            "the vCPU's state is one the host CPU cannot run (an invalid guest state; under nested virtualization, a limit of the outer hypervisor)"
+        }
+        libc::ENOMEM => {
+            "the host ran out of memory for the VM (free memory or use a smaller --memory)"
+        }
+        libc::EINVAL => {
+            "KVM rejected the vCPU's state (a Tessera bug: run with --log-level debug and report it)"
+        }
+        libc::ENXIO => {
+            "a device the guest used is gone from the host (a passed-through function removed or reset)"
+        }
+        _ => "unexpected: run with --log-level debug and report it",
+    };
+    format!("KVM_RUN failed: {e}: {hint}")
+}
+
+/// A running vCPU thread.
+#[derive(Debug)]
+pub struct VcpuThread {
+    index: u32,
+    join: JoinHandle<ExitStats>,
+    tid: Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl VcpuThread {
+    /// Kick the thread out of `KVM_RUN` (once: the handler sets
+    /// `immediate_exit`, so a kick is never lost).
+    pub fn kick(&self) {
+        use vmm_sys_util::signal::Killable;
+        if !self.join.is_finished() {
+            let _ = self.join.kill(kick_signal());
+        }
+    }
+
+    /// True once the thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Its exit counts (none if the thread panicked).
+    pub fn join(self) -> ExitStats {
+        self.join.join().unwrap_or_default()
+    }
+
+    /// "vcpu1 (thread 1234, in the kernel at kvm_vcpu_block)": what a report
+    /// of a vCPU that will not stop says.
+    pub fn describe(&self) -> String {
+        let tid = self.tid.load(std::sync::atomic::Ordering::Relaxed);
+        let wchan = std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
+            .ok()
+            .filter(|w| !w.is_empty() && w != "0");
+        match wchan {
+            Some(w) => format!("vcpu{} (thread {tid}, in the kernel at {w})", self.index),
+            None => format!("vcpu{} (thread {tid})", self.index),
+        }
+    }
+}
+
 /// The signal that kicks a vCPU thread out of KVM_RUN.
 pub fn kick_signal() -> i32 {
     vmm_sys_util::signal::SIGRTMIN()
 }
 
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // A const-initialised thread-local without a destructor: reading it
+    // allocates nothing and takes no lock, so it is safe in a handler.
+    let p = IMMEDIATE_EXIT
+        .try_with(std::cell::Cell::get)
+        .unwrap_or(std::ptr::null_mut());
+    if !p.is_null() {
+        // SAFETY: `p` is this thread's kvm_run.immediate_exit, set by a live
+        // KickTarget whose RunView mapping outlives it (the handler runs on
+        // the thread it interrupts).
+        unsafe { p.write_volatile(1) };
+    }
+}
 
 fn install_kick_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -409,6 +535,19 @@ fn install_kick_handler() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_errors_are_explained() {
+        let m = explain_run_error(&kvm_ioctls::Error::new(libc::EIO));
+        assert!(
+            m.starts_with("KVM_RUN failed: ") && m.contains("SMM") && m.contains("OVMF_CODE_4M.fd"),
+            "{m}"
+        );
+        let m = explain_run_error(&kvm_ioctls::Error::new(libc::ENOMEM));
+        assert!(m.contains("--memory"), "{m}");
+        let m = explain_run_error(&kvm_ioctls::Error::new(libc::EPERM));
+        assert!(m.contains("report it"), "{m}");
+    }
 
     #[test]
     fn lvt_mode_bits() {

@@ -28,7 +28,7 @@ use crate::interrupt::{IrqFd, KvmLevelIrq};
 use crate::pci_space::PciSpace;
 use crate::platform::Platform;
 use crate::stats::{ExitStats, Stats};
-use crate::vcpu::{Vcpu, VcpuStart, kick_signal};
+use crate::vcpu::{Vcpu, VcpuStart, VcpuThread};
 use crate::vfio::Passthrough;
 use crate::{Error, kvm};
 
@@ -63,7 +63,9 @@ pub(crate) fn run_once(
     deadline: Option<Instant>,
 ) -> Result<Report, Error> {
     let ctl = Controller::new().map_err(|e| Error::Io("create the stop latch", e))?;
+    let _active = crate::panic::ActiveVm::new(&ctl);
     let control: Arc<dyn VmControl> = ctl.clone();
+    let hooks = crate::test_hook::TestHooks::from_env().map_err(Error::Device)?;
 
     // Memory first: dropped last, after the VM that maps it.
     let mem = crate::memory::allocate(layout, !cfg.devices.is_empty())?;
@@ -130,6 +132,15 @@ pub(crate) fn run_once(
             u64::from(cfg.debug_exit_size),
             "debug-exit",
             Arc::new(Mutex::new(DebugExit::new(control.clone()))),
+        )?;
+    }
+    if let Some(port) = hooks.panic_port {
+        warn!("TESSERA_TEST_HOOK: a write to port {port:#x} panics the device model");
+        buses.pio.insert(
+            u64::from(port),
+            1,
+            "test-hook panic port",
+            crate::test_hook::PanicPort::shared(),
         )?;
     }
     let sci: Arc<dyn devices::LevelIrqLine> = Arc::new(KvmLevelIrq::new(
@@ -234,20 +245,28 @@ pub(crate) fn run_once(
         ))));
     }
 
+    let (exited_tx, exited) = std::sync::mpsc::channel::<()>();
     let mut handles = Vec::with_capacity(vcpus.len());
     for v in vcpus {
-        match v.spawn(platform.clone(), ctl.clone()) {
+        match v.spawn(
+            platform.clone(),
+            ctl.clone(),
+            mem.clone(),
+            exited_tx.clone(),
+        ) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 ctl.stop(StopReason::Fatal {
                     cpu: handles.len() as u32,
                     message: e.to_string(),
                 });
-                stop_vcpus(&handles);
+                drop(exited_tx);
+                stop_vcpus(&handles, &exited);
                 return Err(e.into());
             }
         }
     }
+    drop(exited_tx);
 
     while !ctl.is_stopping() {
         if let Err(e) = em.run() {
@@ -258,12 +277,10 @@ pub(crate) fn run_once(
             });
         }
     }
-    let stopped = stop_vcpus(&handles);
+    let stuck = stop_vcpus(&handles, &exited);
+    let stopped = stuck.is_empty();
     let vcpu_stats: Vec<ExitStats> = if stopped {
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
+        handles.into_iter().map(VcpuThread::join).collect()
     } else {
         Vec::new()
     };
@@ -277,17 +294,19 @@ pub(crate) fn run_once(
     } else {
         // A vCPU thread still runs (stuck in the kernel, or in a device
         // access): nothing it can reach may be freed or unmapped under it.
-        // Guest RAM, its DMA mappings and the devices stay as they are
-        // until the process exits, and no new VM is built in this process.
+        // It holds its own reference to guest RAM (see Vcpu::spawn); the
+        // devices and their DMA mappings stay as they are until the process
+        // exits, and no new VM is built in this process.
         error!(
-            "a vCPU did not stop within {JOIN_TIMEOUT:?}: leaving guest memory and devices in place until tessera exits"
+            "{} did not stop within {JOIN_TIMEOUT:?}: leaving guest memory and devices in place until tessera exits",
+            stuck.join(", ")
         );
         std::mem::forget(passthrough);
-        std::mem::forget(mem);
         reason = StopReason::Fatal {
             cpu: 0,
             message: format!(
-                "a vCPU did not stop within {JOIN_TIMEOUT:?} (stop reason was {reason:?})"
+                "{} did not stop within {JOIN_TIMEOUT:?} (stop reason was {reason:?})",
+                stuck.join(", ")
             ),
         };
     }
@@ -307,28 +326,31 @@ pub(crate) fn run_once(
     })
 }
 
-/// Kick every vCPU thread until it leaves KVM_RUN. Returns false if one
-/// would not stop (its thread is then left behind, detached).
-fn stop_vcpus(handles: &[std::thread::JoinHandle<ExitStats>]) -> bool {
-    use vmm_sys_util::signal::Killable;
-    let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
-    loop {
-        let mut running = false;
-        for h in handles.iter().filter(|h| !h.is_finished()) {
-            running = true;
-            // A signal between the vCPU's stop check and KVM_RUN is lost,
-            // hence the repeated kicks.
-            let _ = h.kill(kick_signal());
-        }
-        if !running {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            warn!("a vCPU thread did not stop within {JOIN_TIMEOUT:?}");
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
+/// Kick every vCPU thread once (the stop was already requested, so a
+/// thread that misses the kick sees the request before its next KVM_RUN,
+/// and one inside KVM_RUN gets EINTR) and wait until all have ended, at
+/// most [`JOIN_TIMEOUT`]. Returns the ones that did not end, described.
+/// `exited` disconnects when the last vCPU thread has dropped its sender.
+fn stop_vcpus(handles: &[VcpuThread], exited: &std::sync::mpsc::Receiver<()>) -> Vec<String> {
+    for h in handles {
+        h.kick();
     }
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match exited.recv_timeout(left) {
+            Ok(()) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Vec::new(),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+        }
+    }
+    let stuck: Vec<String> = handles
+        .iter()
+        .filter(|h| !h.is_finished())
+        .map(VcpuThread::describe)
+        .collect();
+    warn!("{} did not stop within {JOIN_TIMEOUT:?}", stuck.join(", "));
+    stuck
 }
 
 /// Direct boot: tessera does what firmware would on the Q35 machine (ECAM

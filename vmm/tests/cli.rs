@@ -7,7 +7,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tests::images::{bzimage, write_temp};
-use tests::{kvm_available, tessera_bin};
+use tests::kvm_available;
+
+/// The `tessera` binary of this crate (Cargo builds it for these tests).
+fn tessera_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tessera"))
+}
 
 /// `startup_64`: print 'B', then ACPI S5 (SLP_EN, SLP_TYP 0) on PM1a_CNT 0x604.
 /// `mov $0x3f8,%dx; mov $'B',%al; out; mov $0x604,%dx; mov $0x2000,%ax; out %ax,(%dx); 1: hlt; jmp 1b`
@@ -287,4 +292,57 @@ fn sigterm_and_sigint_stop_the_vm() {
 mod libc_sig {
     pub const SIGINT: i32 = 2;
     pub const SIGTERM: i32 = 15;
+}
+
+/// `startup_64`: print 'P', write 1 to port 0xe0 (the test hook's panic
+/// port), then spin.
+const PANIC_PORT_WRITE: &[u8] = &[
+    0x66, 0xba, 0xf8, 0x03, 0xb0, 0x50, 0xee, 0x66, 0xba, 0xe0, 0x00, 0xb0, 0x01, 0xee, 0xeb, 0xfe,
+];
+
+#[test]
+fn a_device_model_panic_stops_the_vm_with_status_1() {
+    if !kvm_available("a_device_model_panic_stops_the_vm_with_status_1") {
+        return;
+    }
+    let k = kernel("panic-port.bzImage", PANIC_PORT_WRITE);
+    let t0 = Instant::now();
+    let out = tessera(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--memory",
+        "64M",
+        "--timeout",
+        "30",
+    ])
+    .env("TESSERA_TEST_HOOK", "panic-port=0xe0")
+    .output()
+    .expect("tessera runs");
+    let took = t0.elapsed();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(text(&out.stdout), "P");
+    assert!(
+        err.contains("tessera: thread 'vcpu0' panicked at")
+            && err.contains("test hook: device model panic"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the VM was stopped because thread 'vcpu0' panicked"),
+        "{err}"
+    );
+    // The whole run (machine set-up, guest, panic, shutdown) within 2 s.
+    assert!(took < Duration::from_secs(2), "took {took:?}: {err}");
+
+    // An unknown hook is refused with its name.
+    let out = tessera(&["--kernel", k.to_str().unwrap(), "--memory", "64M"])
+        .env("TESSERA_TEST_HOOK", "bogus")
+        .output()
+        .expect("tessera runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown hook 'bogus'"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -4,13 +4,17 @@
 //! setpriv, RLIMIT_MEMLOCK through the shell's ulimit, a real flock).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use tests::images::{bzimage, write_temp};
-use tests::tessera_bin;
 use vmm::host::fake::{FakeFn, FakeHost};
 use vmm::host::{PciAddress, claim_vf};
+
+/// The `tessera` binary of this crate (Cargo builds it for these tests).
+fn tessera_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tessera"))
+}
 
 fn vf(host: &FakeHost, args: &[&str]) -> Output {
     Command::new(tessera_bin())
