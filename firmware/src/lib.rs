@@ -11,3 +11,4 @@
 pub mod acpi;
 pub mod fw_cfg;
 pub mod ovmf;
+pub mod ovmf_smm;

@@ -46,8 +46,10 @@
 //! not need SMM (Debian: `OVMF_CODE_4M.fd` with `OVMF_VARS_4M.fd`). A
 //! descriptor that maps its image other than as split flash (`device` not
 //! `flash`, or `mode` not `split`) is refused too. A CODE file that no
-//! descriptor lists is accepted as it is; without `--vars-template` it then
-//! needs an existing VARS file.
+//! descriptor lists is recognised from its contents
+//! ([`crate::ovmf_smm`]: an SMM module in its compressed PEI volume) and
+//! refused the same way if it needs SMM; otherwise it is accepted as it is,
+//! and without `--vars-template` it then needs an existing VARS file.
 //!
 //! # Mapping the images
 //!
@@ -197,7 +199,7 @@ fn smm_hint(alternative: &Option<(PathBuf, Option<PathBuf>)>) -> String {
     match alternative {
         Some((code, Some(vars))) => format!("use {} (with {})", code.display(), vars.display()),
         Some((code, None)) => format!("use {}", code.display()),
-        None => "use a build without SMM (no firmware descriptor names one)".to_string(),
+        None => "use a build without SMM, e.g. Debian's /usr/share/OVMF/OVMF_CODE_4M.fd (no firmware descriptor here names one)".to_string(),
     }
 }
 
@@ -593,6 +595,20 @@ impl FirmwareImages {
         }
         if is_var_store(&code_bytes) {
             return Err(OvmfError::CodeIsVarStore(code.to_path_buf()));
+        }
+        // A file no descriptor vouches for: the image itself says whether
+        // it needs SMM (a Secure Boot build copied elsewhere, or one no
+        // descriptor lists).
+        if described.is_empty()
+            && crate::ovmf_smm::smm_need(&code_bytes) == crate::ovmf_smm::SmmNeed::Required
+        {
+            let alternative = descriptors
+                .non_smm_alternative()
+                .and_then(|d| Some((d.executable.clone()?, d.nvram_template.clone())));
+            return Err(OvmfError::RequiresSmm {
+                code: code.to_path_buf(),
+                alternative,
+            });
         }
 
         // The template: explicit, else the descriptors' (if it exists).
@@ -1107,9 +1123,42 @@ mod tests {
         let err = FirmwareImages::open_with(&secboot, &vars, None, &only).unwrap_err();
         assert!(
             err.to_string()
-                .ends_with("use a build without SMM (no firmware descriptor names one)"),
+                .ends_with("(no firmware descriptor here names one)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_smm_image_no_descriptor_lists_is_recognised_from_its_contents() {
+        let dir = TempDir::new();
+        // PiSmmCore's FILE_GUID inside an otherwise plain image.
+        let mut img = code_image(4);
+        img[0x2000..0x2010].copy_from_slice(&[
+            0xcd, 0x54, 0x4f, 0xe9, 0xeb, 0x81, 0xed, 0x47, 0xae, 0xc3, 0x85, 0x6f, 0x5d, 0xc1,
+            0x57, 0xa9,
+        ]);
+        let smm = dir.file("copied.fd", &img);
+        let vars = dir.file("vm.fd", &vars_image(2));
+        let none = Descriptors::from_list(Vec::new());
+        let err = FirmwareImages::open_with(&smm, &vars, None, &none).unwrap_err();
+        assert!(matches!(err, OvmfError::RequiresSmm { .. }), "{err}");
+        let plain = dir.file("plain.fd", &code_image(4));
+        assert!(FirmwareImages::open_with(&plain, &vars, None, &none).is_ok());
+
+        // Debian's Secure Boot build copied to a temporary directory, where
+        // the package is installed: refused, naming the packaged non-SMM
+        // build from the system's descriptors.
+        let real = Path::new("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd");
+        if let Ok(bytes) = std::fs::read(real) {
+            let copy = dir.file("OVMF_CODE_4M.secboot.fd", &bytes);
+            let err =
+                FirmwareImages::open_with(&copy, &vars, None, &Descriptors::system()).unwrap_err();
+            assert!(matches!(err, OvmfError::RequiresSmm { .. }), "{err}");
+            assert!(err.to_string().contains("needs SMM"), "{err}");
+            eprintln!("{err}");
+            let err = FirmwareImages::open_with(&copy, &vars, None, &none).unwrap_err();
+            assert!(err.to_string().contains("OVMF_CODE_4M.fd"), "{err}");
+        }
     }
 
     #[test]
