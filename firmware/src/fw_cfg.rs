@@ -122,6 +122,39 @@ pub enum FwCfgContentError {
     /// The command line contains a NUL byte.
     #[error("kernel command line contains a NUL byte")]
     CmdlineNul,
+    /// Neither a bzImage nor a PE/COFF image.
+    #[error(
+        "neither a Linux bzImage nor a PE/COFF EFI application (no \"HdrS\" boot header, no \"MZ\" signature)"
+    )]
+    NotBootable,
+    /// An MZ file whose PE headers are missing or cut short.
+    #[error("not a valid PE/COFF image: {0}")]
+    BadPe(&'static str),
+    /// A PE image for another CPU than x86-64.
+    #[error(
+        "a PE/COFF image for machine type {0:#06x}, not x86-64 (0x8664): this OVMF starts only x86-64 EFI applications"
+    )]
+    PeNotX64(u16),
+    /// A PE image that is not an EFI application (a driver, a Windows
+    /// program).
+    #[error(
+        "a PE/COFF image of subsystem {0} ({sub}), not an EFI application (10): OVMF starts only applications handed over as the kernel",
+        sub = pe_subsystem_name(*.0)
+    )]
+    PeNotEfiApplication(u16),
+}
+
+fn pe_subsystem_name(s: u16) -> &'static str {
+    match s {
+        1 => "native",
+        2 => "Windows GUI",
+        3 => "Windows console",
+        10 => "EFI application",
+        11 => "EFI boot service driver",
+        12 => "EFI runtime driver",
+        13 => "EFI ROM",
+        _ => "unknown",
+    }
 }
 
 /// `etc/e820`: the firmware RAM map of `layout` ([`firmware_map`]) as
@@ -210,6 +243,55 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 
 fn len_u32(what: &'static str, len: usize) -> Result<u32, FwCfgContentError> {
     u32::try_from(len).map_err(|_| FwCfgContentError::TooLarge(what))
+}
+
+/// PE/COFF facts OVMF's `LoadImage` checks (PE signature at `e_lfanew`,
+/// the COFF machine, a PE32+ optional header and its subsystem).
+const PE_MACHINE_X64: u16 = 0x8664;
+const PE32_PLUS_MAGIC: u16 = 0x20b;
+const PE_SUBSYSTEM_EFI_APPLICATION: u16 = 10;
+
+/// `Ok` if `image` is an x86-64 PE32+ EFI application.
+pub fn check_efi_application(image: &[u8]) -> Result<(), FwCfgContentError> {
+    if !image.starts_with(b"MZ") {
+        return Err(FwCfgContentError::NotBootable);
+    }
+    let at = |off: usize, len: usize| image.get(off..off.checked_add(len)?);
+    let lfanew = at(0x3c, 4)
+        .map(|b| u32_at(b, 0) as usize)
+        .ok_or(FwCfgContentError::BadPe("file ends inside the MZ header"))?;
+    if at(lfanew, 4) != Some(b"PE\0\0") {
+        return Err(FwCfgContentError::BadPe(
+            "no \"PE\\0\\0\" signature where the MZ header points (e_lfanew)",
+        ));
+    }
+    // COFF header: machine (u16), ..., optional header size at +16.
+    let coff = lfanew + 4;
+    let machine = at(coff, 2)
+        .map(|b| u16_at(b, 0))
+        .ok_or(FwCfgContentError::BadPe("file ends inside the COFF header"))?;
+    if machine != PE_MACHINE_X64 {
+        return Err(FwCfgContentError::PeNotX64(machine));
+    }
+    // Optional header: magic (u16) at 0, subsystem (u16) at 68.
+    let opt = coff + 20;
+    let magic = at(opt, 2)
+        .map(|b| u16_at(b, 0))
+        .ok_or(FwCfgContentError::BadPe("no optional header"))?;
+    if magic != PE32_PLUS_MAGIC {
+        return Err(FwCfgContentError::BadPe(
+            "the optional header is not PE32+ (magic 0x20b)",
+        ));
+    }
+    let subsystem = at(opt + 68, 2)
+        .map(|b| u16_at(b, 0))
+        .ok_or(FwCfgContentError::BadPe(
+            "file ends inside the optional header",
+        ))?;
+    if subsystem != PE_SUBSYSTEM_EFI_APPLICATION {
+        return Err(FwCfgContentError::PeNotEfiApplication(subsystem));
+    }
+    Ok(())
 }
 
 impl KernelItems {
@@ -309,6 +391,63 @@ impl KernelItems {
         })
     }
 
+    /// The kernel items for `kernel` as OVMF starts it: a Linux bzImage
+    /// (also one with an EFI stub, or a unified kernel image: as QEMU, the
+    /// boot header wins) through [`KernelItems::from_bzimage`], any other
+    /// x86-64 PE/COFF EFI application through
+    /// [`KernelItems::from_efi_application`].
+    pub fn for_firmware(
+        kernel: Vec<u8>,
+        initrd: Option<Vec<u8>>,
+        cmdline: &str,
+        layout: &MemoryLayout,
+    ) -> Result<Self, FwCfgContentError> {
+        if kernel.len() >= HDR_END && u32_at(&kernel, HDR_MAGIC) == HDR_MAGIC_VALUE {
+            Self::from_bzimage(kernel, initrd, cmdline, layout)
+        } else if kernel.starts_with(b"MZ") {
+            Self::from_efi_application(kernel, initrd, cmdline)
+        } else {
+            Err(FwCfgContentError::NotBootable)
+        }
+    }
+
+    /// The items of an EFI application: the whole file is the kernel
+    /// (`SETUP_SIZE` 0; OVMF's `QemuKernelLoaderFsDxe` serves setup +
+    /// kernel concatenated as its "kernel" file and `QemuLoadKernelImage`
+    /// hands that to `LoadImage`), the command line becomes the image's
+    /// load options, an initrd is offered as OVMF's "initrd" file and
+    /// `LoadFile2` initrd device path. The PE headers are checked so that a
+    /// file OVMF would not start (another CPU, a driver) is refused here
+    /// with a reason instead of silently falling through to OVMF's shell.
+    pub fn from_efi_application(
+        image: Vec<u8>,
+        initrd: Option<Vec<u8>>,
+        cmdline: &str,
+    ) -> Result<Self, FwCfgContentError> {
+        check_efi_application(&image)?;
+        if cmdline.contains('\0') {
+            return Err(FwCfgContentError::CmdlineNul);
+        }
+        len_u32("EFI application", image.len())?;
+        if let Some(i) = &initrd {
+            len_u32("initrd", i.len())?;
+        }
+        let mut cmdline_bytes = cmdline.as_bytes().to_vec();
+        cmdline_bytes.push(0);
+        len_u32("command line", cmdline_bytes.len())?;
+        Ok(KernelItems {
+            protocol: 0,
+            setup: Vec::new(),
+            kernel: image,
+            initrd,
+            cmdline: cmdline_bytes,
+            setup_addr: SETUP_ADDR,
+            kernel_addr: KERNEL_ADDR,
+            cmdline_addr: CMDLINE_ADDR,
+            initrd_addr: 0,
+        })
+    }
+
     /// The items to add, as `(key, bytes)`; sizes and addresses are
     /// little-endian u32. Without an initrd the initrd items are left out
     /// (an absent item reads as size 0).
@@ -318,7 +457,7 @@ impl KernelItems {
 
     /// The fw_cfg items, moving the data out (no copy of the kernel).
     pub fn into_items(self) -> Vec<(u16, Vec<u8>)> {
-        // Sizes were checked to fit in u32 by from_bzimage.
+        // Sizes were checked to fit in u32 when the items were built.
         let size = |len: usize| (len as u32).to_le_bytes().to_vec();
         let mut items = vec![
             (
@@ -539,6 +678,94 @@ mod tests {
         );
         // Exactly the setup, no kernel: accepted (empty kernel).
         assert_eq!(from(&bzimage(4, 0x020f, 0)).unwrap().kernel.len(), 0);
+    }
+
+    /// A minimal PE32+ image: MZ header, PE signature at 0x80, COFF header
+    /// for `machine`, an optional header with `subsystem`.
+    fn pe(machine: u16, subsystem: u16) -> Vec<u8> {
+        let mut img: Vec<u8> = (0..4096).map(|i| (i % 253) as u8).collect();
+        img[..2].copy_from_slice(b"MZ");
+        img[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        img[0x80..0x84].copy_from_slice(b"PE\0\0");
+        img[0x84..0x86].copy_from_slice(&machine.to_le_bytes());
+        img[0x98..0x9a].copy_from_slice(&PE32_PLUS_MAGIC.to_le_bytes());
+        img[0x98 + 68..0x98 + 70].copy_from_slice(&subsystem.to_le_bytes());
+        img
+    }
+
+    #[test]
+    fn efi_application_is_the_whole_kernel_item() {
+        let layout = MemoryLayout::new(GIB).unwrap();
+        let app = pe(0x8664, 10);
+        let k = KernelItems::for_firmware(app.clone(), None, "-v", &layout).unwrap();
+        let items = k.items();
+        assert_eq!(u32_item(&items, FW_CFG_SETUP_SIZE), 0);
+        assert_eq!(item(&items, FW_CFG_SETUP_DATA), Some(&[][..]));
+        assert_eq!(u32_item(&items, FW_CFG_KERNEL_SIZE), 4096);
+        // Byte for byte: nothing is patched in a PE image.
+        assert_eq!(item(&items, FW_CFG_KERNEL_DATA), Some(&app[..]));
+        assert_eq!(item(&items, FW_CFG_CMDLINE_DATA), Some(&b"-v\0"[..]));
+        assert!(item(&items, FW_CFG_INITRD_SIZE).is_none());
+        // An initrd is offered as OVMF's initrd file.
+        let k = KernelItems::for_firmware(app, Some(vec![7; 100]), "", &layout).unwrap();
+        assert_eq!(u32_item(&k.items(), FW_CFG_INITRD_SIZE), 100);
+        // A bzImage with an EFI stub (MZ and HdrS) is still a bzImage.
+        let mut stub = bzimage(4, 0x020f, 100);
+        stub[..2].copy_from_slice(b"MZ");
+        let k = KernelItems::for_firmware(stub, None, "", &layout).unwrap();
+        assert_eq!(k.protocol, 0x020f);
+        assert_eq!(k.setup.len(), 5 * 512);
+    }
+
+    #[test]
+    fn rejects_what_ovmf_would_not_start() {
+        let layout = MemoryLayout::new(GIB).unwrap();
+        let from = |img: Vec<u8>| KernelItems::for_firmware(img, None, "", &layout);
+        assert_eq!(from(vec![0; 4096]), Err(FwCfgContentError::NotBootable));
+        assert_eq!(
+            from(b"\x7fELF".to_vec()),
+            Err(FwCfgContentError::NotBootable)
+        );
+        assert_eq!(
+            from(pe(0x014c, 10)),
+            Err(FwCfgContentError::PeNotX64(0x14c))
+        );
+        assert_eq!(
+            from(pe(0xaa64, 10)),
+            Err(FwCfgContentError::PeNotX64(0xaa64))
+        );
+        let e = from(pe(0x8664, 11)).unwrap_err();
+        assert_eq!(e, FwCfgContentError::PeNotEfiApplication(11));
+        assert!(e.to_string().contains("EFI boot service driver"), "{e}");
+        assert!(matches!(
+            from(pe(0x8664, 3)),
+            Err(FwCfgContentError::PeNotEfiApplication(3))
+        ));
+        // Truncated or lying headers.
+        assert!(matches!(
+            from(b"MZ".to_vec()),
+            Err(FwCfgContentError::BadPe(_))
+        ));
+        let mut far = pe(0x8664, 10);
+        far[0x3c..0x40].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(from(far), Err(FwCfgContentError::BadPe(_))));
+        let mut pe32 = pe(0x8664, 10);
+        pe32[0x98..0x9a].copy_from_slice(&0x10bu16.to_le_bytes());
+        assert!(matches!(from(pe32), Err(FwCfgContentError::BadPe(_))));
+        assert!(matches!(
+            from(pe(0x8664, 10)[..0x98 + 40].to_vec()),
+            Err(FwCfgContentError::BadPe(_))
+        ));
+        assert_eq!(
+            KernelItems::for_firmware(pe(0x8664, 10), None, "a\0", &layout),
+            Err(FwCfgContentError::CmdlineNul)
+        );
+        // Any prefix of a valid image is refused, never a panic.
+        let good = pe(0x8664, 10);
+        for n in 0..0x98 + 70 {
+            assert!(check_efi_application(&good[..n]).is_err(), "prefix {n}");
+        }
+        assert!(check_efi_application(&good[..0x98 + 70]).is_ok());
     }
 
     #[test]

@@ -253,7 +253,7 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
         let kernel_bytes = read("kernel", &k.kernel)?;
         let initrd = k.initrd.as_deref().map(|p| read("initrd", p)).transpose()?;
         let items =
-            firmware::fw_cfg::KernelItems::from_bzimage(kernel_bytes, initrd, &k.cmdline, layout)
+            firmware::fw_cfg::KernelItems::for_firmware(kernel_bytes, initrd, &k.cmdline, layout)
                 .map_err(|e| {
                 Error::Boot(crate::boot::BootError::Unbootable(
                     k.kernel.clone(),

@@ -282,10 +282,28 @@ t_ovmf_reboot() {
   fi
 }
 
+# An EFI application (l2/efi/, built by testbed fetch with gnu-efi) as the
+# --kernel of the OVMF machine, as a CI user hands over a firmware test: it
+# prints through ConOut and the UART, echoes its load options (the
+# --cmdline) and exits with exit=N through a 4-byte debug-exit port at 0xf4.
+t_ovmf_efi_app() {
+  local vars=$LOGDIR/ovmf-efi-app.vars app=$CACHE/efi/tessera-efi-app.efi opts="exit=21 tag=tessera-ci"
+  rm -f "$vars"
+  # shellcheck disable=SC2046
+  l2 ovmf-efi-app $(ovmf_args "$vars") --kernel "$app" --cmdline "$opts" --debug-exit-port 0xf4,size=4 --timeout "$TMO"
+  # (21 << 1) | 1, as QEMU's isa-debug-exit
+  if [ $RC = 43 ] && has "TESSERA-EFI-APP conout: hello" && has "TESSERA-EFI-APP uart: options [$opts]" &&
+     has "exiting through port 0xf4" && ! has "still running after"; then
+    result ovmf-efi-app 1 "OVMF started the EFI application: ConOut and UART lines on the console, load options '$opts', firmware vendor '$(tr -d '\r' < "$SER" | sed -n 's/.*vendor \[\([^]]*\)\].*/\1/p' | head -1)', exit 43 = (21<<1)|1 through the debug-exit port, ${SECS}s"
+  else
+    result ovmf-efi-app 0 "want exit 43 (exit=21 through port 0xf4), the ConOut line and the UART line with options [$opts]; got exit $RC after ${SECS}s; app said: $(tr -d '\r' < "$SER" | grep -a 'TESSERA-EFI-APP' | tr '\n' ';')"
+  fi
+}
+
 t0=$EPOCHREALTIME
 ALL_TESTS="boot-1cpu boot-2cpu poweroff-exit-0 panic-exit-nonzero expect-serial-exit-0 timeout-124"
 if [ "${TESTBED_L2_VMM:-tessera}" = tessera ]; then
-  ALL_TESTS="$ALL_TESTS ovmf-boot-1cpu ovmf-boot-2cpu ovmf-vars-persist ovmf-vars-sigkill ovmf-reboot"
+  ALL_TESTS="$ALL_TESTS ovmf-boot-1cpu ovmf-boot-2cpu ovmf-vars-persist ovmf-vars-sigkill ovmf-reboot ovmf-efi-app"
 else
   echo "note: the OVMF tests use tessera's firmware options and run only with TESTBED_L2_VMM=tessera"
 fi
@@ -303,6 +321,7 @@ for t in $ALL_TESTS; do
     ovmf-vars-persist) t_ovmf_vars_persist ;;
     ovmf-vars-sigkill) t_ovmf_vars_sigkill ;;
     ovmf-reboot) t_ovmf_reboot ;;
+    ovmf-efi-app) t_ovmf_efi_app ;;
   esac
 done
 s=${t0/./} e=${EPOCHREALTIME/./}

@@ -10,8 +10,9 @@
 #   L2 kernel   the package that bookworm's linux-image-cloud-amd64
 #               metapackage depends on (6.1 cloud), downloaded the same way
 #   busybox     busybox-static (static /bin/busybox for both initramfs images)
-#   ovmf        ovmf (UEFI firmware files for L2 guests; not used by the boot
-#               tests yet, kept for firmware tests)
+#   ovmf        ovmf (UEFI firmware files for L2 guests)
+#   gnu-efi     gnu-efi (crt0, linker script, libefi: builds the test EFI
+#               application; downloaded, never installed)
 #
 # Versions are resolved by asking apt once and written to $CACHE/testbed.lock;
 # later runs reuse the lock and the cached files and do nothing expensive.
@@ -28,6 +29,8 @@
 #                                igbvf + nvme, tessera_edu.ko (l2/edu/, built
 #                                here against Debian's headers: l2pt/edu/)
 #   pkg/busybox                  static busybox
+#   efi/tessera-efi-app.efi      the EFI application of the ovmf-efi-app boot
+#                                test (l2/efi/), built here with gnu-efi
 #   ovmf/                        OVMF_CODE_4M.fd OVMF_VARS_4M.fd OVMF.fd ...
 #   logs/                        kept L1 job directories (console logs)
 
@@ -114,7 +117,8 @@ resolve_versions() {
   [ -n "$l2" ] || die "cannot read the kernel dependency of linux-image-cloud-amd64=$l2meta"
   bb=$(candidate_version busybox-static)
   ovmf=$(candidate_version ovmf)
-  { [ -n "$bb" ] && [ -n "$ovmf" ]; } || die "apt has no busybox-static or ovmf"
+  gnuefi=$(candidate_version gnu-efi)
+  { [ -n "$bb" ] && [ -n "$ovmf" ] && [ -n "$gnuefi" ]; } || die "apt has no busybox-static, ovmf or gnu-efi"
   {
     echo "# tessera testbed artefacts: role package version (from Debian; resolved $(date -u +%Y-%m-%dT%H:%MZ))"
     echo "l0-qemu qemu-system-x86 $q $BACKPORTS"
@@ -122,6 +126,7 @@ resolve_versions() {
     echo "l2-kernel $l2 $BASE_SUITE (linux-image-cloud-amd64 $l2meta)"
     echo "busybox busybox-static $bb $BASE_SUITE"
     echo "ovmf ovmf $ovmf $BASE_SUITE"
+    echo "gnu-efi gnu-efi $gnuefi $BASE_SUITE"
   } > "$LOCK.new"
 }
 
@@ -310,6 +315,43 @@ build_edu_module() {
   log "built $d/tessera_edu.ko for $kver"
 }
 
+# build_efi_app LOCKFILE: l2/efi/tessera_efi_app.c linked with gnu-efi (the
+# version of LOCKFILE; a lock written before gnu-efi was in it gets the line
+# added) into $CACHE/efi/tessera-efi-app.efi: a PE32+ x86-64 EFI application,
+# as gnu-efi's own Makefiles build one (-fpic, MS ABI, self-relocating crt0,
+# objcopy to efi-app-x86_64).
+build_efi_app() {
+  local ver d=$CACHE/efi src=$TB_DIR/l2/efi/tessera_efi_app.c key t x
+  ver=$(lock_field "$1" gnu-efi 3)
+  if [ -z "$ver" ]; then
+    ver=$(candidate_version gnu-efi)
+    [ -n "$ver" ] || die "apt has no gnu-efi (needed for the EFI application of the boot tests)"
+    echo "gnu-efi gnu-efi $ver $BASE_SUITE" >> "$1"
+  fi
+  key="gnu-efi $ver src $(inputs_hash "$src") recipe 1"
+  stamped "$d" "$key" && [ -f "$d/tessera-efi-app.efi" ] && return 0
+  t=$(mktemp -d "$CACHE/efi-build.XXXXXX")
+  x=$t/x
+  fetch_deb gnu-efi "$ver" "$x"
+  local inc=$x/usr/include/efi lib=$x/usr/lib
+  if ! { gcc -I"$inc" -I"$inc/x86_64" -I"$inc/protocol" -fpic -ffreestanding -fno-stack-protector \
+           -fno-stack-check -fshort-wchar -mno-red-zone -maccumulate-outgoing-args -DGNU_EFI_USE_MS_ABI \
+           -Wall -Wextra -Werror -O2 -c "$src" -o "$t/app.o" &&
+         ld -shared -Bsymbolic -nostdlib -znocombreloc -T "$lib/elf_x86_64_efi.lds" "$lib/crt0-efi-x86_64.o" \
+           "$t/app.o" -L"$lib" -lefi -lgnuefi -o "$t/app.so" &&
+         objcopy -j .text -j .sdata -j .data -j .rodata -j .dynamic -j .dynsym -j .rel -j .rela -j '.rel.*' \
+           -j '.rela.*' -j .reloc --target efi-app-x86_64 --subsystem=10 "$t/app.so" "$t/app.efi"; } 2> "$t/log"; then
+    cat "$t/log" >&2
+    rm -rf "$t"
+    die "building the EFI application from $src with gnu-efi $ver failed (needs gcc and binutils)"
+  fi
+  mkdir -p "$d"
+  mv "$t/app.efi" "$d/tessera-efi-app.efi"
+  rm -rf "$t"
+  echo "$key" > "$d/.version"
+  log "built $d/tessera-efi-app.efi (gnu-efi $ver)"
+}
+
 # fetch_l2pt LOCKFILE: the L2 passthrough guest in $CACHE/l2pt: the L1 kernel
 # package (fetch_kernel with L2PT_MODS), tessera_edu.ko added last to its
 # modules, and an initramfs with l2/init.sh as /init.
@@ -350,6 +392,7 @@ cmd_fetch() {
   fetch_ovmf "$(lock_field "$lockfile" ovmf 3)"
   l1k_fetch "$lockfile"   # TESTBED_L1=iommufd only (lib/l1-kernel.sh)
   fetch_l2pt "$lockfile"
+  build_efi_app "$lockfile"
   [ "$lockfile" = "$LOCK" ] || mv "$LOCK.new" "$LOCK"
   build_shim
   build_initrd l1
@@ -372,5 +415,6 @@ ensure_artifacts() {
   build_initrd l1
   build_initrd l2
   fetch_l2pt "$LOCK"
+  build_efi_app "$LOCK"
   l1k_ensure   # TESTBED_L1=iommufd only (lib/l1-kernel.sh)
 }
