@@ -294,8 +294,8 @@ mod tests {
     }
 
     #[test]
-    fn random_accesses_of_any_width_and_offset_never_panic() {
+    fn fuzz_any_access_never_panics() {
         let (mut dev, _ctl, _sci) = pm();
-        crate::test_util::stress(&mut dev, 0x80, 200_000);
+        crate::test_util::stress("acpi_pm", &mut dev, 0x80, 200_000);
     }
 }

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod acpi_pm;
+pub mod fuzz;
 pub mod interrupt;
 pub mod legacy;
 pub mod pci;
@@ -189,34 +190,23 @@ pub(crate) mod test_util {
         }
     }
 
-    /// `n` random reads and writes of 0 to 8 bytes, at offsets mostly in
-    /// `[0, span)` and otherwise anywhere (up to `u64::MAX`): what a guest
-    /// (or a bus bug) can send. The device must not panic; with overflow
-    /// checks on (test builds) neither may its offset arithmetic wrap.
-    pub fn stress(dev: &mut dyn BusDevice, span: u64, n: usize) {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ span;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..n {
-            let r = next();
-            let width = (r % 9) as usize;
-            let offset = match (r >> 8) % 8 {
-                0 => u64::MAX - (r >> 16) % 16,
-                1 => next(),
-                _ => (r >> 16) % span.max(1),
-            };
-            let value = next().to_le_bytes();
-            if r & (1 << 6) != 0 {
+    /// Fuzz target `name`: `n` random reads and writes of 0 to 8 bytes
+    /// (scaled by `TESSERA_FUZZ_SCALE`), at offsets mostly in `[0, span)`
+    /// and otherwise anywhere (up to `u64::MAX`): what a guest (or a bus
+    /// bug) can send. The device must not panic; with overflow checks on
+    /// (test builds) neither may its offset arithmetic wrap.
+    pub fn stress(name: &str, dev: &mut dyn BusDevice, span: u64, n: usize) {
+        crate::fuzz::run(name, n, |rng| {
+            let width = rng.width();
+            let offset = rng.offset(span);
+            let value = rng.bytes();
+            if rng.one_in(2) {
                 let _ = dev.write(offset, &value[..width]);
             } else {
                 let mut buf = [0u8; 8];
                 dev.read(offset, &mut buf[..width]);
             }
-        }
+        });
     }
 }
 

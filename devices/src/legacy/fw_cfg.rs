@@ -1339,34 +1339,28 @@ mod tests {
     }
 
     #[test]
-    fn fuzzed_port_accesses_never_panic() {
+    fn fuzz_port_and_dma_accesses() {
         let mut d = dev();
         d.add_file("opt/a", pattern(50, 0)).unwrap();
         d.add_writable_file("opt/b", vec![0; 16]).unwrap();
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..20_000 {
-            let r = next();
-            let off = r % 14;
-            let len = [1usize, 2, 4, 8][(r >> 8) as usize % 4];
-            let val = next();
-            if r & (1 << 20) != 0 {
+        crate::fuzz::run("fw_cfg", 20_000, |rng| {
+            let off = rng.offset(14);
+            let len = rng.width();
+            let val = rng.bytes();
+            if rng.one_in(2) {
                 // Random descriptor contents at a random in-RAM address.
-                let desc = next() % (RAM + 0x100);
-                let _ = d.mem.write_slice(&next().to_be_bytes(), GuestAddress(desc));
+                let desc = rng.below(RAM + 0x100);
                 let _ = d
                     .mem
-                    .write_slice(&(next() % 0x100_0000).to_be_bytes(), GuestAddress(desc + 8));
+                    .write_slice(&rng.u64().to_be_bytes(), GuestAddress(desc));
+                let _ = d
+                    .mem
+                    .write_slice(&rng.below(0x100_0000).to_be_bytes(), GuestAddress(desc + 8));
                 let _ = d.write(4, &desc.to_be_bytes());
             }
-            let _ = d.write(off, &val.to_le_bytes()[..len]);
+            let _ = d.write(off, &val[..len]);
             let mut buf = vec![0; len];
             d.read(off, &mut buf);
-        }
+        });
     }
 }

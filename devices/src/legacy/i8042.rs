@@ -303,10 +303,10 @@ mod tests {
     }
 
     #[test]
-    fn random_accesses_of_any_width_and_offset_never_panic() {
+    fn fuzz_any_access_never_panics() {
         let ctl = Arc::new(crate::test_util::RecordingControl::default());
         let mut dev = I8042::new(ctl);
-        crate::test_util::stress(&mut dev, 8, 200_000);
+        crate::test_util::stress("i8042", &mut dev, 8, 200_000);
         let mut none = [0u8; 0];
         dev.read(DATA, &mut none);
         dev.read(COMMAND, &mut none);

@@ -77,10 +77,10 @@ mod tests {
     }
 
     #[test]
-    fn random_accesses_of_any_width_and_offset_never_panic() {
+    fn fuzz_any_access_never_panics() {
         let ctl = Arc::new(RecordingControl::default());
         let mut dev = ResetControl::new(ctl);
-        crate::test_util::stress(&mut dev, 2, 200_000);
+        crate::test_util::stress("reset_control", &mut dev, 2, 200_000);
         dev.read(0, &mut []);
     }
 }

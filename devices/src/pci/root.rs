@@ -785,7 +785,7 @@ mod tests {
         assert_eq!(read32(&mut region, 0x1800), 0);
     }
     #[test]
-    fn random_guest_accesses_never_panic() {
+    fn fuzz_config_ecam_bars_msi_msix() {
         let dev = endpoint(0x44, true);
         {
             let mut d = lock(&dev);
@@ -807,17 +807,10 @@ mod tests {
         let mut io = PciConfigIo::new(root.clone(), None);
         let mut ecam = PciConfigMmio::new(root, 2 << 20);
         let mut bar = PciBarRegion::new(Bdf::new(0, 0, 0), 1, 0, dev.clone());
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..50_000 {
-            let r = next();
+        crate::fuzz::run("pci_root", 50_000, |rng| {
+            let r = rng.u64();
             let width = [1usize, 2, 4, 8][(r & 3) as usize];
-            let value = next().to_le_bytes();
+            let value = rng.u64().to_le_bytes();
             let mut buf = [0u8; 8];
             // Bias toward function 0's header, capabilities and BARs.
             let ecam_off = if r & 0x10 != 0 {
@@ -847,6 +840,6 @@ mod tests {
             if let Some(m) = &mut d.msix {
                 let _ = m.trigger((r >> 40) as u16 % 80);
             }
-        }
+        });
     }
 }

@@ -468,22 +468,20 @@ mod tests {
     }
 
     #[test]
-    fn arbitrary_accesses_never_panic() {
+    fn fuzz_config_space() {
         let mut l = Lpc::new();
-        let mut x: u32 = 0x8765_4321;
-        for _ in 0..20_000 {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let off = (x >> 16) as u16 % 0x1100;
-            let len = [1, 2, 4, 8, 0][(x & 3) as usize + usize::from(x & 0x10 != 0)];
-            let bytes = (u64::from(x.rotate_left(9)) | (u64::from(x) << 32)).to_le_bytes();
+        crate::fuzz::run("lpc_config", 20_000, |rng| {
+            let off = rng.below(0x1100) as u16;
+            let len = rng.width();
+            let bytes = rng.bytes();
             for change in l.config_write(off, &bytes[..len]) {
                 assert!(matches!(change, PciChange::Window { .. }));
             }
             let mut buf = [0u8; 8];
             l.config_read(off, &mut buf[..len]);
-        }
-        if let Some(base) = l.pm_base() {
-            assert_eq!(base % 128, 0);
-        }
+            if let Some(base) = l.pm_base() {
+                assert_eq!(base % 128, 0);
+            }
+        });
     }
 }

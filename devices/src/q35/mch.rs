@@ -592,23 +592,20 @@ mod tests {
     }
 
     #[test]
-    fn arbitrary_accesses_never_panic() {
+    fn fuzz_config_space() {
         let mut m = Mch::new();
-        let mut x: u32 = 0x1234_5678;
-        for _ in 0..20_000 {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let off = (x >> 16) as u16 % 0x1100;
-            let len = [1, 2, 4, 8, 0][(x & 3) as usize + usize::from(x & 0x10 != 0)];
-            let v = x.rotate_left(7);
-            let bytes = (u64::from(v) | (u64::from(x) << 32)).to_le_bytes();
+        crate::fuzz::run("mch_config", 20_000, |rng| {
+            let off = rng.below(0x1100) as u16;
+            let len = rng.width();
+            let bytes = rng.bytes();
             let _ = m.config_write(off, &bytes[..len]);
             let mut buf = [0u8; 8];
             m.config_read(off, &mut buf[..len]);
-        }
-        // Whatever happened, the window is always well formed.
-        if let Some((base, len)) = m.ecam() {
-            assert_eq!(base % len, 0);
-            assert!(base < 1 << 36);
-        }
+            // Whatever happened, the window is always well formed.
+            if let Some((base, len)) = m.ecam() {
+                assert_eq!(base % len, 0);
+                assert!(base < 1 << 36);
+            }
+        });
     }
 }
