@@ -80,6 +80,20 @@ pub enum ConfigError {
         "invalid --debug-exit-port '{0}': use PORT or PORT,size=1|2|4 (PORT decimal or 0x-hex)"
     )]
     BadDebugExit(String),
+    /// `--user` with `--on-reset restart`.
+    #[error(
+        "--user cannot be combined with --on-reset restart yet: a restart opens the devices again, which needs the privileges --user gives up (use --on-reset exit and restart tessera)"
+    )]
+    UserWithRestart,
+    /// `--user` value not understood.
+    #[error("{0}")]
+    BadUser(String),
+    /// `--landlock` value not understood.
+    #[error("invalid --landlock '{0}': use on or off")]
+    BadLandlock(String),
+    /// `--seccomp` value not understood.
+    #[error("invalid --seccomp '{0}': use on, log or off")]
+    BadSeccomp(String),
     /// `--vf-create 0`.
     #[error("--vf-create must be at least 1 (it is how many VFs to create on a PF that has none)")]
     ZeroVfCreate,
@@ -550,6 +564,13 @@ pub struct VmConfig {
     pub vfio: VfioMode,
     /// Print exit statistics at exit (`--stats`).
     pub stats: bool,
+    /// seccomp filters (`--seccomp`; off unless asked for, so in-process
+    /// callers such as tests keep their own threads unfiltered).
+    pub seccomp: crate::seccomp::SeccompMode,
+    /// Landlock file-access limits (`--landlock`; off unless asked for).
+    pub landlock: bool,
+    /// `--user USER[:GROUP]`: drop to this user once the VM is built.
+    pub user: Option<crate::jail::UserSpec>,
 }
 
 impl VmConfig {
@@ -571,11 +592,20 @@ impl VmConfig {
             vf_create: None,
             vfio: VfioMode::Auto,
             stats: false,
+            seccomp: crate::seccomp::SeccompMode::Off,
+            landlock: false,
+            user: None,
         }
     }
 
     /// Checks that need no KVM: files readable, counts sane.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.user {
+            if self.on_reset == OnReset::Restart {
+                return Err(ConfigError::UserWithRestart);
+            }
+            crate::jail::resolve(u).map_err(|e| ConfigError::BadUser(e.to_string()))?;
+        }
         if self.cpus == 0 {
             return Err(ConfigError::ZeroCpus);
         }

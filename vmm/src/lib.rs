@@ -15,6 +15,7 @@ pub mod event_loop;
 pub mod exit;
 pub mod host;
 pub mod interrupt;
+pub mod jail;
 pub mod kvm;
 pub mod logger;
 pub mod memory;
@@ -22,6 +23,7 @@ pub mod panic;
 pub mod pci_space;
 pub mod platform;
 mod q35;
+pub mod seccomp;
 pub mod slots;
 pub mod stats;
 pub mod test_hook;
@@ -103,6 +105,12 @@ pub enum Error {
     /// The PCI address space cannot hold the devices.
     #[error(transparent)]
     PciSpace(#[from] pci_space::PciSpaceError),
+    /// Privileges could not be dropped.
+    #[error(transparent)]
+    Jail(#[from] jail::JailError),
+    /// A seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
 }
 
 impl Error {

@@ -36,10 +36,11 @@ Environment: TESSERA_KVM_DEVICE overrides the KVM device path (default /dev/kvm)
 
 Exit status:
   0    the guest powered off, or --expect-serial text appeared
-  1    the VM failed (triple fault, KVM error) or Tessera did
+  1    the VM failed (triple fault, KVM error) or Tessera did (a panic)
   2    bad input: options, files, or host setup (/dev/kvm)
   3    the guest reset the machine (with --on-reset exit)
   124  --timeout expired
+  159  a forbidden system call (--seccomp)
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM)
   (v<<1)|1  the guest wrote v to --debug-exit-port")]
 struct RunArgs {
@@ -115,6 +116,18 @@ struct RunArgs {
     /// At exit, print VM-exit counts per vCPU and per device range to stderr.
     #[arg(long)]
     stats: bool,
+    /// System-call filters per thread: on (a forbidden call ends tessera,
+    /// naming the thread and the call), log (the kernel logs it and lets it
+    /// through) or off.
+    #[arg(long, default_value = "on", value_name = "on|log|off")]
+    seccomp: String,
+    /// Limit file access with Landlock to the files the VM uses (on/off).
+    #[arg(long, default_value = "on", value_name = "on|off")]
+    landlock: String,
+    /// Once the VM is built, run as this user (and group): capabilities,
+    /// supplementary groups and root are given up.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "warn", value_name = "LEVEL", value_parser = parse_level)]
     log_level: log::LevelFilter,
@@ -185,6 +198,23 @@ fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
     cfg.vf_create = args.vf_create;
     cfg.vfio = args.vfio.parse::<VfioMode>()?;
     cfg.stats = args.stats;
+    cfg.seccomp = match args.seccomp.as_str() {
+        "on" => vmm::seccomp::SeccompMode::On,
+        "log" => vmm::seccomp::SeccompMode::Log,
+        "off" => vmm::seccomp::SeccompMode::Off,
+        other => return Err(ConfigError::BadSeccomp(other.to_string())),
+    };
+    cfg.landlock = match args.landlock.as_str() {
+        "on" => true,
+        "off" => false,
+        other => return Err(ConfigError::BadLandlock(other.to_string())),
+    };
+    cfg.user = args
+        .user
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(ConfigError::BadUser)?;
     if let Some(dev) = std::env::var_os("TESSERA_KVM_DEVICE") {
         cfg.kvm_path = dev.into();
     }

@@ -9,11 +9,12 @@
 //! - on a thread of a running VM other than the main thread (a vCPU, a
 //!   device worker): asks the VM to stop with [`StopReason::Panic`], so the
 //!   normal shutdown runs (vCPUs stopped, devices reset, the report
-//!   printed) and tessera exits 1; a watchdog exits 1 after
-//!   [`STOP_DEADLINE`] if the shutdown does not finish;
+//!   printed) and tessera exits 1; a watchdog thread (started with the VM)
+//!   exits 1 after [`STOP_DEADLINE`] if the shutdown does not finish;
 //! - on the main thread (the event loop) or outside a VM: exits 1 at once,
 //!   without unwinding past vCPU threads that still use guest memory.
 
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -22,22 +23,49 @@ use crate::control::{Controller, StopReason};
 /// How long a VM may take to stop after a panic before tessera exits anyway.
 pub const STOP_DEADLINE: Duration = Duration::from_millis(1500);
 
-static ACTIVE: Mutex<Option<Weak<Controller>>> = Mutex::new(None);
+/// The running VM's controller and its watchdog's trigger.
+struct Active {
+    ctl: Weak<Controller>,
+    watchdog: Option<Sender<()>>,
+}
 
-/// Marks a VM as running in this process for the panic hook; unmarked on
-/// drop.
+static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
+
+/// Marks a VM as running in this process for the panic hook (unmarked on
+/// drop), with a watchdog thread started now, so that a panicking thread
+/// (under seccomp, a vCPU may not create threads) only has to wake it.
 #[derive(Debug)]
 pub(crate) struct ActiveVm(());
 
 impl ActiveVm {
     pub(crate) fn new(ctl: &Arc<Controller>) -> Self {
-        *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(ctl));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::Builder::new()
+            .name("panic-watchdog".into())
+            .spawn(move || {
+                // Ok: a panic; Err: the VM ended without one.
+                if rx.recv().is_ok() {
+                    std::thread::sleep(STOP_DEADLINE);
+                    eprintln!(
+                        "tessera: the VM did not stop within {STOP_DEADLINE:?} of the panic; exiting"
+                    );
+                    // SAFETY: _exit ends the process; nothing runs after it.
+                    unsafe { libc::_exit(1) }
+                }
+            })
+            .ok()
+            .map(|_| tx);
+        *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Active {
+            ctl: Arc::downgrade(ctl),
+            watchdog,
+        });
         ActiveVm(())
     }
 }
 
 impl Drop for ActiveVm {
     fn drop(&mut self) {
+        // Dropping the sender ends the watchdog thread.
         *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
@@ -66,31 +94,26 @@ pub fn install_hook() {
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
         eprintln!("tessera: thread '{name}' panicked{at}: {message}");
-        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        // (Symbolising a backtrace opens files, which seccomp forbids on a
+        // vCPU thread.)
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
+            && !crate::seccomp::is_active()
+        {
             eprintln!("{}", std::backtrace::Backtrace::force_capture());
         }
-        let ctl = ACTIVE
-            .try_lock()
-            .ok()
-            .and_then(|a| a.as_ref().and_then(Weak::upgrade));
-        match ctl {
-            Some(ctl) if name != "main" => {
+        let active = ACTIVE.try_lock().ok().and_then(|a| {
+            a.as_ref()
+                .and_then(|a| Some((a.ctl.upgrade()?, a.watchdog.clone())))
+        });
+        match active {
+            Some((ctl, watchdog)) if name != "main" => {
                 ctl.stop(StopReason::Panic {
                     thread: name,
                     message: format!("{message}{at}"),
                 });
-                let watchdog = std::thread::Builder::new()
-                    .name("panic-watchdog".into())
-                    .spawn(|| {
-                        std::thread::sleep(STOP_DEADLINE);
-                        eprintln!(
-                            "tessera: the VM did not stop within {STOP_DEADLINE:?} of the panic; exiting"
-                        );
-                        // SAFETY: _exit ends the process; nothing runs after it.
-                        unsafe { libc::_exit(1) }
-                    });
-                if watchdog.is_err() {
-                    // SAFETY: as above.
+                if watchdog.is_none_or(|w| w.send(()).is_err()) {
+                    // No watchdog to bound the stop: exit now.
+                    // SAFETY: _exit ends the process; nothing runs after it.
                     unsafe { libc::_exit(1) }
                 }
             }

@@ -4,6 +4,11 @@
 //!
 //! - `panic-port=PORT`: an I/O port whose first write panics the device
 //!   model, on the vCPU thread that wrote it (the panic-handling test).
+//! - `vcpu-syscall=NR`: vCPU 0 makes system call NR (no arguments) once
+//!   its seccomp filter is installed, before its first `KVM_RUN` (the
+//!   seccomp test).
+//! - `open-after-jail=PATH`: the main thread opens PATH right after the
+//!   Landlock and `--user` step and logs the result (the Landlock test).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -15,6 +20,10 @@ use devices::{BusDevice, Effects};
 pub struct TestHooks {
     /// `panic-port=PORT`.
     pub panic_port: Option<u16>,
+    /// `vcpu-syscall=NR`.
+    pub vcpu_syscall: Option<i64>,
+    /// `open-after-jail=PATH`.
+    pub open_after_jail: Option<std::path::PathBuf>,
 }
 
 impl TestHooks {
@@ -40,9 +49,17 @@ impl TestHooks {
                         format!("TESSERA_TEST_HOOK: bad port in '{item}' (want panic-port=0xNNNN)")
                     })?);
                 }
+                Some(("open-after-jail", v)) if !v.is_empty() => {
+                    h.open_after_jail = Some(v.into());
+                }
+                Some(("vcpu-syscall", v)) => {
+                    h.vcpu_syscall = Some(v.parse().map_err(|_| {
+                        format!("TESSERA_TEST_HOOK: bad number in '{item}' (want vcpu-syscall=NR)")
+                    })?);
+                }
                 _ => {
                     return Err(format!(
-                        "TESSERA_TEST_HOOK: unknown hook '{item}' (known: panic-port=PORT)"
+                        "TESSERA_TEST_HOOK: unknown hook '{item}' (known: panic-port=PORT, vcpu-syscall=NR, open-after-jail=PATH)"
                     ));
                 }
             }
@@ -93,6 +110,9 @@ mod tests {
                 .contains("panic-port=x")
         );
         assert!(TestHooks::parse("nope").unwrap_err().contains("'nope'"));
+        let h = TestHooks::parse("vcpu-syscall=102,panic-port=1").unwrap();
+        assert_eq!((h.vcpu_syscall, h.panic_port), (Some(102), Some(1)));
+        assert!(TestHooks::parse("vcpu-syscall=").is_err());
     }
 
     #[test]

@@ -319,6 +319,7 @@ impl Vcpu {
         ctl: Arc<Controller>,
         ram: vm_memory::GuestMemoryMmap,
         exited: std::sync::mpsc::Sender<()>,
+        filter: VcpuFilter,
     ) -> Result<VcpuThread, VcpuError> {
         install_kick_handler();
         let index = self.index;
@@ -334,6 +335,18 @@ impl Vcpu {
                     unsafe { libc::gettid() },
                     std::sync::atomic::Ordering::Relaxed,
                 );
+                if let Err(e) = crate::seccomp::apply_vcpu(filter.seccomp) {
+                    ctl.stop(StopReason::Fatal {
+                        cpu: index,
+                        message: e.to_string(),
+                    });
+                    return ExitStats::default();
+                }
+                if let Some(nr) = filter.test_syscall.filter(|_| index == 0) {
+                    // SAFETY: a test hook: a system call without arguments
+                    // (the seccomp filter is expected to stop it).
+                    unsafe { libc::syscall(nr) };
+                }
                 self.run(&platform, &ctl)
             })
             .map_err(|e| VcpuError::Spawn(index, e))?;
@@ -460,6 +473,15 @@ fn explain_run_error(e: &kvm_ioctls::Error) -> String {
         _ => "unexpected: run with --log-level debug and report it",
     };
     format!("KVM_RUN failed: {e}: {hint}")
+}
+
+/// What a vCPU thread installs before it runs.
+#[derive(Debug, Clone, Copy)]
+pub struct VcpuFilter {
+    /// `--seccomp`.
+    pub seccomp: crate::seccomp::SeccompMode,
+    /// `TESSERA_TEST_HOOK=vcpu-syscall=NR`.
+    pub test_syscall: Option<i64>,
 }
 
 /// A running vCPU thread.

@@ -28,7 +28,7 @@ use crate::interrupt::{IrqFd, KvmLevelIrq};
 use crate::pci_space::PciSpace;
 use crate::platform::Platform;
 use crate::stats::{ExitStats, Stats};
-use crate::vcpu::{Vcpu, VcpuStart, VcpuThread};
+use crate::vcpu::{Vcpu, VcpuFilter, VcpuStart, VcpuThread};
 use crate::vfio::Passthrough;
 use crate::{Error, kvm};
 
@@ -245,6 +245,25 @@ pub(crate) fn run_once(
         ))));
     }
 
+    // From here on every thread is filtered: the main filter on all of
+    // them now, the vCPU filter added by each vCPU thread.
+    // Once per process (a restarted VM keeps them).
+    static JAILED: std::sync::Once = std::sync::Once::new();
+    let mut jail = Ok(());
+    JAILED.call_once(|| jail = crate::jail::apply(cfg));
+    jail?;
+    if let Some(p) = &hooks.open_after_jail {
+        warn!(
+            "TESSERA_TEST_HOOK: opening {} after the jail: {:?}",
+            p.display(),
+            std::fs::File::open(p).map(|_| "opened")
+        );
+    }
+    crate::seccomp::apply_main(cfg.seccomp)?;
+    let filter = VcpuFilter {
+        seccomp: cfg.seccomp,
+        test_syscall: hooks.vcpu_syscall,
+    };
     let (exited_tx, exited) = std::sync::mpsc::channel::<()>();
     let mut handles = Vec::with_capacity(vcpus.len());
     for v in vcpus {
@@ -253,6 +272,7 @@ pub(crate) fn run_once(
             ctl.clone(),
             mem.clone(),
             exited_tx.clone(),
+            filter,
         ) {
             Ok(h) => handles.push(h),
             Err(e) => {

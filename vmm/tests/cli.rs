@@ -346,3 +346,117 @@ fn a_device_model_panic_stops_the_vm_with_status_1() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_forbidden_system_call_names_the_thread_and_the_call() {
+    if !kvm_available("a_forbidden_system_call_names_the_thread_and_the_call") {
+        return;
+    }
+    let k = kernel("seccomp.bzImage", POWER_OFF);
+    let run = |seccomp: &str| {
+        tessera(&[
+            "--kernel",
+            k.to_str().unwrap(),
+            "--memory",
+            "64M",
+            "--seccomp",
+            seccomp,
+        ])
+        .env(
+            "TESSERA_TEST_HOOK",
+            format!("vcpu-syscall={}", libc_sys_socket()),
+        )
+        .output()
+        .expect("tessera runs")
+    };
+    let out = run("on");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(159), "stderr: {err}");
+    assert!(
+        err.contains("tessera: thread 'vcpu0' made a forbidden system call 41 (socket)"),
+        "{err}"
+    );
+    // log: the call goes through (the kernel logs it), the guest powers off.
+    let out = run("log");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "B");
+    let out = run("off");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    // The default is on, and a guest that only does its job is not stopped.
+    let out = output(&["--kernel", k.to_str().unwrap(), "--memory", "64M"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+}
+
+/// socket(2) on x86-64.
+fn libc_sys_socket() -> i64 {
+    41
+}
+
+#[test]
+fn landlock_and_user_close_the_rest_of_the_host() {
+    if !kvm_available("landlock_and_user_close_the_rest_of_the_host") {
+        return;
+    }
+    let k = kernel("jail.bzImage", POWER_OFF);
+    let k = k.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--kernel", k, "--memory", "64M", "--log-level", "info"];
+        args.extend_from_slice(extra);
+        tessera(&args)
+            .env("TESSERA_TEST_HOOK", "open-after-jail=/etc/passwd")
+            .output()
+            .expect("tessera runs")
+    };
+    // Landlock (the default): the guest runs, a file outside the VM's set
+    // cannot be opened. A kernel without Landlock says so instead.
+    let out = run(&[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {err}");
+    if err.contains("landlock: enforced") {
+        assert!(
+            err.contains("opening /etc/passwd after the jail: Err(Os { code: 13"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("landlock: not supported"), "{err}");
+    }
+    // --landlock off: the same open succeeds.
+    let out = run(&["--landlock", "off"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("opening /etc/passwd after the jail: Ok"),
+        "{err}"
+    );
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let out = run(&["--user", "nobody"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "stderr: {err}");
+        assert!(
+            err.contains("user: now nobody")
+                && err.contains("effective capabilities 0000000000000000"),
+            "{err}"
+        );
+    }
+    assert_usage_error(
+        &["--kernel", k, "--user", "nobody", "--on-reset", "restart"],
+        &[],
+        "--user cannot be combined with --on-reset restart",
+    );
+    assert_usage_error(
+        &["--kernel", k, "--user", "no-such-user-x"],
+        &[],
+        "no user 'no-such-user-x'",
+    );
+    assert_usage_error(
+        &["--kernel", k, "--landlock", "maybe"],
+        &[],
+        "invalid --landlock 'maybe'",
+    );
+    assert_usage_error(
+        &["--kernel", k, "--seccomp", "maybe"],
+        &[],
+        "invalid --seccomp 'maybe'",
+    );
+}

@@ -354,6 +354,38 @@ t_busy() {
   fi
 }
 
+# Least privilege: tessera started as root with --user nobody (and the
+# default Landlock and seccomp) boots OVMF and a guest with the edu and the
+# igb VF;
+# while it runs its /proc status shows uid 65534 and no capabilities, and
+# the devices work (MSI, DMA, the VF's driver).
+t_jail() {
+  local ird pid w=0 status="" uid cap_eff cap_prm
+  ird=$(make_check pt-jail "check_vf
+check_edu 20
+echo PT-JAIL-HOLD > /dev/ttyS0; sleep 3")
+  SER=$LOGDIR/pt-jail.serial OUT=$LOGDIR/pt-jail.vmm
+  rm -f "$SER" "$LOGDIR/pt-jail.vars"
+  "$T" run --vfio "$VFIO" --firmware "$OVMF_CODE" --vars "$LOGDIR/pt-jail.vars" --vars-template "$OVMF_TEMPLATE" \
+    --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" \
+    --device "$PT_EDU" --device "$PT_VF" --user nobody --log-level info --serial "file=$SER" \
+    --timeout "$TMO" > "$OUT" 2>&1 < /dev/null &
+  pid=$!
+  while ! grep -aq 'PT-JAIL-HOLD' "$SER" 2>/dev/null && [ $w -lt 2400 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; w=$((w + 1)); done
+  status=$(cat "/proc/$pid/status" 2>/dev/null)
+  wait $pid
+  RC=$?
+  uid=$(echo "$status" | awk '/^Uid:/ {print $2 "/" $3}')
+  cap_eff=$(echo "$status" | awk '/^CapEff:/ {print $2}')
+  cap_prm=$(echo "$status" | awk '/^CapPrm:/ {print $2}')
+  if [ $RC = 0 ] && grep -aq 'L2-CHECK rc=0' "$SER" && [ "$uid" = 65534/65534 ] &&
+     [ "$cap_eff" = 0000000000000000 ] && [ "$cap_prm" = 0000000000000000 ]; then
+    result pt-jail 1 "started as root with --user nobody: while the guest ran, /proc/$pid/status Uid $uid CapEff $cap_eff CapPrm $cap_prm; $(g EDU); $(g VF); tessera: $(grep -o 'landlock: [a-z ]*' "$OUT" | head -1), seccomp on; exit 0"
+  else
+    result pt-jail 0 "exit $RC; Uid '$uid' CapEff '$cap_eff' CapPrm '$cap_prm' (want 65534/65534, 0, 0); guest: $(tr -d '\r' < "$SER" | grep -a 'PT-.* FAIL' | tr '\n' ';')"
+  fi
+}
+
 # Errors a person can act on, from the real host state.
 t_errors() {
   local pf out rc ok=1 detail="" vf2
@@ -470,6 +502,7 @@ for _ in $(seq 1 "${PT_REPEAT:-1}"); do
   selected pt-rom && t_rom
   selected pt-busy && t_busy
   selected pt-errors && t_errors
+  selected pt-jail && t_jail
   selected pt-irq-wakeups && t_irq_wakeups
   selected pt-cycles && t_cycles
 done

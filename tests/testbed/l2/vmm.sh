@@ -46,9 +46,19 @@ vmm_name() {
 }
 
 # The tessera invocation (single place to adjust when the CLI changes).
+# TESSERA_STRACE_DIR=DIR runs each tessera under `strace -ff`, one file per
+# thread in DIR (the syscalls of each thread kind, for the seccomp lists:
+# tests/testbed/syscalls.py).
 tessera_cmd() { # options...
+  if [ -n "${TESSERA_STRACE_DIR:-}" ]; then
+    mkdir -p "$TESSERA_STRACE_DIR"
+    printf '%s\0' strace -ff -qq -o "$TESSERA_STRACE_DIR/run-${EPOCHREALTIME/./}" --
+  fi
   printf '%s\0' "${TESSERA_BIN:?TESSERA_BIN not set}" run \
     --log-level "${TESSERA_LOG_LEVEL:-warn}" "$@"
+  # traced without the filters, so the trace shows every call the code makes
+  [ -n "${TESSERA_STRACE_DIR:-}" ] && printf '%s\0' --seccomp off
+  return 0
 }
 
 # Outer guard: seconds derived from the VMM's --timeout in the options.
