@@ -21,6 +21,8 @@ use arch::e820::{firmware_map, to_bytes};
 
 /// Key of the boot CPU count (u16).
 pub const FW_CFG_NB_CPUS: u16 = 0x05;
+/// Key of the guest RAM size (u64), read by kvm-unit-tests.
+pub const FW_CFG_RAM_SIZE: u16 = 0x03;
 /// Key of the kernel load address (u32).
 pub const FW_CFG_KERNEL_ADDR: u16 = 0x07;
 /// Key of the kernel size without setup (u32).

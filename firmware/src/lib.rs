@@ -10,5 +10,6 @@
 
 pub mod acpi;
 pub mod fw_cfg;
+pub mod multiboot;
 pub mod ovmf;
 pub mod ovmf_smm;

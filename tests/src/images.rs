@@ -81,6 +81,45 @@ pub fn pvh_elf(code32: &[u8]) -> Vec<u8> {
     img
 }
 
+/// A multiboot (v1) ELF32 executable, as kvm-unit-tests' `.flat` images
+/// are: `code32` loaded at [`LOAD_ADDR`] (followed by 4 KiB of BSS), the
+/// multiboot header (flags 0: the ELF program headers say where to load)
+/// at offset 0x60.
+pub fn multiboot_elf32(code32: &[u8]) -> Vec<u8> {
+    const CODE_OFF: usize = 0x1000;
+    let mut img = vec![0u8; CODE_OFF];
+    put(&mut img, 0, &[0x7f, b'E', b'L', b'F', 1, 1, 1]); // ELF32, LE, v1
+    put(&mut img, 16, &2u16.to_le_bytes()); // ET_EXEC
+    put(&mut img, 18, &3u16.to_le_bytes()); // EM_386
+    put(&mut img, 20, &1u32.to_le_bytes());
+    put(&mut img, 24, &(LOAD_ADDR as u32).to_le_bytes()); // e_entry
+    put(&mut img, 28, &52u32.to_le_bytes()); // e_phoff
+    put(&mut img, 40, &52u16.to_le_bytes());
+    put(&mut img, 42, &32u16.to_le_bytes());
+    put(&mut img, 44, &1u16.to_le_bytes()); // e_phnum
+    // PT_LOAD: p_type p_offset p_vaddr p_paddr p_filesz p_memsz p_flags p_align
+    for (i, v) in [
+        1u32,
+        CODE_OFF as u32,
+        LOAD_ADDR as u32,
+        LOAD_ADDR as u32,
+        code32.len() as u32,
+        code32.len() as u32 + 0x1000,
+        5,
+        0x1000,
+    ]
+    .iter()
+    .enumerate()
+    {
+        put(&mut img, 52 + 4 * i, &v.to_le_bytes());
+    }
+    let magic = 0x1bad_b002u32;
+    put(&mut img, 0x60, &magic.to_le_bytes());
+    put(&mut img, 0x68, &0u32.wrapping_sub(magic).to_le_bytes());
+    img.extend_from_slice(code32);
+    img
+}
+
 /// Write `bytes` to a fresh file in the target directory's temp area.
 pub fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tessera-tests-{}", std::process::id()));

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tests::images::{LOAD_ADDR, bzimage, pvh_elf, write_temp};
+use tests::images::{LOAD_ADDR, bzimage, multiboot_elf32, pvh_elf, write_temp};
 use tests::{DEBUG_EXIT_PORT, kvm_available};
 use vmm::{BootSource, CpuMode, Report, SerialConfig, SharedBuffer, StopReason, VmConfig};
 
@@ -129,4 +129,49 @@ fn triple_fault_stops_the_vm_with_registers() {
         other => panic!("expected a fatal stop, got {other:?}"),
     }
     assert_eq!(report.reason.exit_code(), vmm::EXIT_FAILURE);
+}
+
+/// 32-bit multiboot entry: 'M' if EAX holds the bootloader magic
+/// 0x2badb002, then the command line from the boot information's cmdline
+/// field (EBX + 16), debug-exit 0x55.
+///
+/// ```text
+///   mov $0x3f8,%dx
+///   cmp $0x2badb002,%eax ; mov $'N',%al ; jne 1f ; mov $'M',%al
+/// 1: out %al,(%dx)
+///   mov 16(%ebx),%esi
+/// 2: lodsb ; test %al,%al ; jz 3f ; out %al,(%dx) ; jmp 2b
+/// 3: mov $0x501,%dx ; mov $0x55,%al ; out %al,(%dx)
+/// 4: hlt ; jmp 4b
+/// ```
+const MULTIBOOT_PROBE: &[u8] = &[
+    0x66, 0xba, 0xf8, 0x03, 0x3d, 0x02, 0xb0, 0xad, 0x2b, 0xb0, 0x4e, 0x75, 0x02, 0xb0, 0x4d, 0xee,
+    0x8b, 0x73, 0x10, 0xac, 0x84, 0xc0, 0x74, 0x03, 0xee, 0xeb, 0xf8, 0x66, 0xba, 0x01, 0x05, 0xb0,
+    0x55, 0xee, 0xf4, 0xeb, 0xfd,
+];
+
+#[test]
+fn multiboot_elf32_gets_the_magic_and_the_boot_information() {
+    if !kvm_available("multiboot_elf32_gets_the_magic_and_the_boot_information") {
+        return;
+    }
+    let kernel = write_temp("multiboot.elf", &multiboot_elf32(MULTIBOOT_PROBE));
+    let serial = SharedBuffer::default();
+    let mut cfg = VmConfig::new(BootSource::Kernel {
+        kernel,
+        initrd: None,
+        cmdline: "mb-cmdline".into(),
+    });
+    cfg.memory = 64 << 20;
+    cfg.serial = SerialConfig::Capture(serial.clone());
+    cfg.debug_exit_port = Some(DEBUG_EXIT_PORT);
+    cfg.timeout = Some(Duration::from_secs(60));
+    let report = vmm::run(&cfg).expect("the VM runs");
+    assert_eq!(
+        report.reason,
+        StopReason::DebugExit(0x55),
+        "serial: {}",
+        serial.text()
+    );
+    assert_eq!(serial.text(), "Mmb-cmdline");
 }

@@ -7,6 +7,7 @@
 //! without the note boots through the 64-bit protocol at its entry point.
 
 use std::fs::File;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use arch::e820::E820Entry;
@@ -83,6 +84,14 @@ pub enum BootEntry {
         /// hvm_start_info address.
         start_info: u64,
     },
+    /// Multiboot v1: 32-bit protected mode at `entry`, EAX = the
+    /// bootloader magic, EBX = the boot information.
+    Multiboot {
+        /// Entry point.
+        entry: u64,
+        /// Boot information address.
+        info: u64,
+    },
 }
 
 const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
@@ -119,6 +128,19 @@ pub fn load_kernel(
     if layout::HIMEM_START + kernel_size > layout.low_ram_end() {
         return Err(too_small(layout::HIMEM_START + kernel_size + (16 << 20)));
     }
+    // A multiboot kernel (not a bzImage, a multiboot header in its first
+    // 8 KiB), as QEMU's -kernel tells them apart.
+    let mut head = Vec::with_capacity(8192);
+    (&mut file)
+        .take(8192)
+        .read_to_end(&mut head)
+        .map_err(|e| BootError::KernelFile(kernel.into(), io_reason(&e)))?;
+    let is_bzimage = head.get(0x202..0x206) == Some(b"HdrS");
+    if !is_bzimage && let Some(h) = firmware::multiboot::find_header(&head) {
+        return load_multiboot(mem, layout, kernel, h, initrd, cmdline);
+    }
+    file.rewind()
+        .map_err(|e| BootError::KernelFile(kernel.into(), io_reason(&e)))?;
     let himem = Some(GuestAddress(layout::HIMEM_START));
     let loaded = match Elf::load(mem, None, &mut file, himem) {
         Ok(r) => r,
@@ -195,6 +217,81 @@ pub fn load_kernel(
             })
         }
     }
+}
+
+/// Where the multiboot information goes (the command-line area, unused
+/// otherwise by a multiboot boot).
+const MULTIBOOT_INFO: u64 = layout::CMDLINE_START;
+
+/// Load a multiboot kernel: its segments, the initrd as its one module
+/// (page-aligned, at the top of RAM below 4 GiB), the boot information
+/// with the guest's RAM map and command line.
+fn load_multiboot(
+    mem: &GuestMemoryMmap,
+    layout: &MemoryLayout,
+    kernel: &Path,
+    header: firmware::multiboot::Header,
+    initrd: Option<&Path>,
+    cmdline: &str,
+) -> Result<BootEntry, BootError> {
+    let image =
+        std::fs::read(kernel).map_err(|e| BootError::KernelFile(kernel.into(), io_reason(&e)))?;
+    let plan = firmware::multiboot::plan(&image, header)
+        .map_err(|e| BootError::Unbootable(kernel.into(), e.to_string()))?;
+    let end = plan.end();
+    if end > layout.low_ram_end() {
+        return Err(BootError::TooSmall {
+            have: layout.ram_size(),
+            need: end + (16 << 20),
+        });
+    }
+    for seg in &plan.segments {
+        if seg.addr < layout::HIMEM_START
+            && seg.addr + seg.file_range.len() as u64 + seg.zero > MULTIBOOT_INFO
+        {
+            return Err(BootError::Unbootable(
+                kernel.into(),
+                format!(
+                    "a segment at {:#x} overlaps the boot information at {MULTIBOOT_INFO:#x}",
+                    seg.addr
+                ),
+            ));
+        }
+        mem.write_slice(&image[seg.file_range.clone()], GuestAddress(seg.addr))
+            .map_err(|e| BootError::Write("the multiboot kernel", e.to_string()))?;
+        let zero_at = seg.addr + seg.file_range.len() as u64;
+        let zeros = vec![0u8; seg.zero as usize];
+        mem.write_slice(&zeros, GuestAddress(zero_at))
+            .map_err(|e| BootError::Write("the multiboot kernel's BSS", e.to_string()))?;
+    }
+    let module = match initrd {
+        Some(p) => {
+            let (start, size) = load_initrd(mem, layout, p, u64::from(u32::MAX), end)?;
+            Some(firmware::multiboot::Module {
+                start: start as u32,
+                end: (start + size) as u32,
+            })
+        }
+        None => None,
+    };
+    if cmdline.len() as u64 > layout::CMDLINE_MAX_SIZE - 4096 {
+        return Err(BootError::CmdlineTooLong {
+            len: cmdline.len(),
+            max: (layout::CMDLINE_MAX_SIZE - 4096) as usize,
+        });
+    }
+    let ram: Vec<(u64, u64)> = e820_entries(layout)
+        .iter()
+        .filter(|e| e.kind == arch::e820::E820Type::Ram)
+        .map(|e| (e.addr, e.size))
+        .collect();
+    let info = firmware::multiboot::boot_info(MULTIBOOT_INFO as u32, &ram, cmdline, module);
+    mem.write_slice(&info, GuestAddress(MULTIBOOT_INFO))
+        .map_err(|e| BootError::Write("the multiboot information", e.to_string()))?;
+    Ok(BootEntry::Multiboot {
+        entry: u64::from(plan.entry),
+        info: MULTIBOOT_INFO,
+    })
 }
 
 /// The file is not an ELF image at all (as opposed to a broken one).

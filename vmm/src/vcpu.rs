@@ -55,6 +55,13 @@ pub enum VcpuStart {
         /// Zero page (in RSI).
         zero_page: u64,
     },
+    /// Multiboot v1 entry (BSP).
+    Multiboot {
+        /// Entry point.
+        entry: u64,
+        /// Boot information (in EBX).
+        info: u64,
+    },
     /// PVH entry (BSP).
     Pvh {
         /// Entry point.
@@ -266,6 +273,16 @@ impl Vcpu {
             ),
             VcpuStart::Pvh { entry, start_info } => (
                 arch::regs::pvh_regs(entry, start_info),
+                arch::regs::protected_mode_sregs(&base),
+                false,
+            ),
+            // The PVH state (flat 32-bit protected mode, paging off) with
+            // the multiboot registers.
+            VcpuStart::Multiboot { entry, info } => (
+                kvm_bindings::kvm_regs {
+                    rax: u64::from(firmware::multiboot::BOOTLOADER_MAGIC),
+                    ..arch::regs::pvh_regs(entry, info)
+                },
                 arch::regs::protected_mode_sregs(&base),
                 false,
             ),

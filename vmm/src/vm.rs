@@ -172,6 +172,12 @@ pub(crate) fn run_once(
             let bsp = match entry {
                 BootEntry::Linux64 { entry, zero_page } => VcpuStart::Linux64 { entry, zero_page },
                 BootEntry::Pvh { entry, start_info } => VcpuStart::Pvh { entry, start_info },
+                BootEntry::Multiboot { entry, info } => {
+                    // Multiboot test kernels (kvm-unit-tests) read the CPU
+                    // count and RAM size from fw_cfg, as on QEMU.
+                    add_legacy_fw_cfg(&platform, &mem, cfg.cpus, layout.ram_size())?;
+                    VcpuStart::Multiboot { entry, info }
+                }
             };
             info!("kernel loaded: {bsp:x?}");
             (bsp, VcpuStart::WaitForSipi)
@@ -414,6 +420,35 @@ fn direct_boot_platform(
     Ok(placed.rsdp_addr)
 }
 
+/// fw_cfg for a multiboot kernel: the selector/data ports at 0x510 with
+/// the CPU counts and `FW_CFG_RAM_SIZE`, as QEMU gives every PC.
+fn add_legacy_fw_cfg(
+    platform: &Platform,
+    mem: &GuestMemoryMmap,
+    cpus: u32,
+    ram_size: u64,
+) -> Result<(), Error> {
+    use devices::legacy::fw_cfg::{self, FwCfg};
+    let fw_err = |e: fw_cfg::FwCfgError| Error::Device(format!("fw_cfg: {e}"));
+    let mut fw = FwCfg::new(mem.clone());
+    let cpus = u16::try_from(cpus).unwrap_or(u16::MAX);
+    for (key, bytes) in firmware::fw_cfg::cpu_count_items(cpus, cpus) {
+        fw.add_item(key, bytes).map_err(fw_err)?;
+    }
+    fw.add_item(
+        firmware::fw_cfg::FW_CFG_RAM_SIZE,
+        ram_size.to_le_bytes().to_vec(),
+    )
+    .map_err(fw_err)?;
+    platform.buses.pio.insert(
+        u64::from(fw_cfg::PORT_BASE),
+        fw_cfg::PORT_LEN,
+        "fw_cfg",
+        Arc::new(Mutex::new(fw)),
+    )?;
+    Ok(())
+}
+
 /// The host CPU's physical address width (KVM's CPUID leaf 0x80000008).
 fn host_phys_bits(kvm: &Kvm) -> u8 {
     kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
@@ -447,7 +482,7 @@ fn iommu_address_bits() -> Option<u8> {
 /// the segment registers the boot vCPU starts with.
 fn write_boot_tables(mem: &GuestMemoryMmap, start: VcpuStart) -> Result<(), Error> {
     let data = match start {
-        VcpuStart::Pvh { .. } => arch::regs::pvh_boot_data(),
+        VcpuStart::Pvh { .. } | VcpuStart::Multiboot { .. } => arch::regs::pvh_boot_data(),
         VcpuStart::Linux64 { .. } | VcpuStart::Long { .. } => arch::regs::long_mode_boot_data(),
         VcpuStart::Real { .. } | VcpuStart::WaitForSipi | VcpuStart::FirmwareReset => {
             return Ok(());
