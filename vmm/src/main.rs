@@ -50,7 +50,8 @@ struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, short = 'c', default_value_t = 1, value_name = "N")]
     cpus: u32,
-    /// Linux kernel: booted directly (bzImage, or an ELF with a PVH note), or
+    /// Linux kernel: booted directly (bzImage, an ELF with a PVH note, or a
+    /// multiboot kernel such as a kvm-unit-tests .flat image), or
     /// handed to the firmware through fw_cfg when --firmware is given (then
     /// also any x86-64 EFI application, which OVMF starts itself).
     #[arg(long, short = 'k', value_name = "PATH")]

@@ -234,6 +234,9 @@ impl Vcpu {
         if let Some(bits) = phys_bits {
             arch::cpuid::limit_phys_bits(cpuid.as_mut_slice(), bits);
         }
+        if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+            arch::cpuid::set_tsc_deadline(cpuid.as_mut_slice());
+        }
         fd.set_cpuid2(&cpuid).map_err(setup("set CPUID"))?;
 
         let msrs = Msrs::from_entries(&arch::msr::boot_msrs()).map_err(|_| VcpuError::Setup {
