@@ -42,8 +42,6 @@ pub const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
 pub const LEAF1_EDX_HTT: u32 = 1 << 28;
 /// Leaf 1 ECX bit 31: running under a hypervisor.
 pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
-/// CPUID.1:ECX TSC-deadline mode of the local APIC timer.
-pub const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 6 EAX bit 2: APIC timer always running (ARAT), the only bit KVM offers.
 pub const LEAF6_EAX_ARAT: u32 = 1 << 2;
 /// Leaf 0x80000001 ECX bit 1: core multi-processing legacy mode (AMD).
@@ -310,17 +308,6 @@ fn set_leaf1(entry: &mut kvm_cpuid_entry2, topo: &CpuTopology) {
         entry.edx |= LEAF1_EDX_HTT;
     } else {
         entry.edx &= !LEAF1_EDX_HTT;
-    }
-}
-
-/// Advertise the local APIC's TSC-deadline timer mode (CPUID.1:ECX[24]).
-/// KVM emulates it in its in-kernel LAPIC but leaves it out of
-/// `KVM_GET_SUPPORTED_CPUID`: the VMM sets it when KVM has
-/// `KVM_CAP_TSC_DEADLINE_TIMER` (as QEMU does), and Linux and
-/// kvm-unit-tests then use the deadline timer.
-pub fn set_tsc_deadline(cpuid: &mut [kvm_cpuid_entry2]) {
-    for e in cpuid.iter_mut().filter(|e| e.function == 1) {
-        e.ecx |= LEAF1_ECX_TSC_DEADLINE;
     }
 }
 

@@ -352,21 +352,3 @@ fn full_array_is_an_error() {
         }
     );
 }
-
-#[test]
-fn tsc_deadline_bit_is_set_in_leaf_1_only() {
-    let mut v = vec![
-        kvm_cpuid_entry2 {
-            function: 1,
-            ecx: 0x80,
-            ..Default::default()
-        },
-        kvm_cpuid_entry2 {
-            function: 7,
-            ..Default::default()
-        },
-    ];
-    set_tsc_deadline(&mut v);
-    assert_eq!(v[0].ecx, 0x80 | LEAF1_ECX_TSC_DEADLINE);
-    assert_eq!(v[1].ecx, 0);
-}
