@@ -11,8 +11,14 @@
 #  3. mount the per-run job directory (9p tag "job", read-write) at
 #     /run/testbed inside the chroot: cmd.sh comes from there and files
 #     written there (logs) appear on the host;
-#  4. chroot into the overlay and run /run/testbed/cmd.sh with bash;
-#  5. write the exit status to the job directory and power off.
+#  4. start the heartbeat (below);
+#  5. chroot into the overlay and run /run/testbed/cmd.sh with bash, its
+#     output going to /job/out.log, which L0 streams to its stdout;
+#  6. write the exit status to the job directory and power off.
+# Nothing of CMD goes to L1's serial console: its tty waits for the UART's
+# transmit interrupt, and a writer there blocks for good if that interrupt is
+# lost (L1's IO-APIC interrupts pass L0's emulated interrupt remapping); the
+# kernel's own console output polls and stays there.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mkdir -p /proc /sys /dev /mnt/host /mnt/rw /mnt/root /job
@@ -49,10 +55,38 @@ mkdir -p $R/run/testbed
 mount --bind /job $R/run/testbed
 mount -t debugfs none $R/sys/kernel/debug 2>/dev/null
 ip link set lo up 2>/dev/null
-echo "TESTBED: L1 $(uname -r) up at $(cut -d' ' -f1 /proc/uptime)s (modules ${t_mods}-${t_mods_done}s), $(ls /dev/kvm 2>&1)"
-chroot $R /bin/bash /run/testbed/cmd.sh
+# Heartbeat: every 10 s /job/heartbeat (uptime, load, the serial port's
+# counters, the processes); every 30 s /job/dmesg (the kernel log's tail) and
+# /job/stuck (kernel stacks of tasks in uninterruptible sleep). L0 ends a
+# run whose heartbeat stops (lib/l1.sh) and shows these files.
+heartbeat() {
+  n=0
+  while :; do
+    {
+      echo "L1 uptime $(cut -d' ' -f1 /proc/uptime)s, load $(cut -d' ' -f1-4 /proc/loadavg)"
+      grep -m1 '^0:' /proc/tty/driver/serial
+      grep 'ttyS0\|vfio' /proc/interrupts
+      # shellcheck disable=SC2009  # busybox pgrep cannot list the commands
+      ps | grep -v ' \[.*\]$'
+    } > /job/heartbeat.new 2>&1 && mv /job/heartbeat.new /job/heartbeat
+    if [ $((n % 3)) = 0 ]; then
+      dmesg | tail -n 200 > /job/dmesg.new 2>&1 && mv /job/dmesg.new /job/dmesg
+      for st in /proc/[0-9]*/stat; do
+        d=${st%/stat}
+        read -r _ comm state _ < "$st" 2>/dev/null || continue
+        [ "$state" = D ] || continue
+        echo "-- ${d#/proc/} $comm D wchan=$(cat $d/wchan 2>/dev/null)"
+        cat $d/stack 2>/dev/null
+      done > /job/stuck.new 2>&1 && mv /job/stuck.new /job/stuck
+    fi
+    n=$((n + 1))
+    sleep 10
+  done
+}
+heartbeat < /dev/null > /dev/null 2>&1 &
+echo "TESTBED: L1 $(uname -r) up at $(cut -d' ' -f1 /proc/uptime)s (modules ${t_mods}-${t_mods_done}s), $(ls /dev/kvm 2>&1)" > /job/out.log
+chroot $R /bin/bash /run/testbed/cmd.sh < /dev/null >> /job/out.log 2>&1
 rc=$?
 echo $rc > /job/rc
 sync
-echo "TESTBED: L1 command exit status $rc at $(cut -d' ' -f1 /proc/uptime)s"
 poweroff -f

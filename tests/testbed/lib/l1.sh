@@ -23,14 +23,26 @@
 # CMD with bash in a chroot of it, in the current directory, so host-built
 # binaries (target/*/tessera) run unchanged.  /dev/kvm and /dev/vfio are there.
 #
-# CMD's output is streamed (L1's serial console is our stdout); the exit status
-# is CMD's, or 125 when L1 never reported one (crash, hang, TESTBED_TIMEOUT).
+# CMD's output (written by L1 to the job directory's out.log) and L1's serial
+# console (kernel messages) are streamed to our stdout; the exit status is
+# CMD's, or 125 when L1 never reported one (crash, hang, TESTBED_TIMEOUT).
 # On failure the tail of L1's console log is printed and the job directory
-# (console.log, cmd.sh, anything CMD wrote to /run/testbed) is kept under
-# $CACHE/logs; with TESTBED_KEEP=1 it is always kept.
+# (console.log, out.log, cmd.sh, anything CMD wrote to /run/testbed) is kept
+# under $CACHE/logs; with TESTBED_KEEP=1 it is always kept.
+#
+# Watchdog: L1 writes a heartbeat into the job directory every 10 s
+# (l1/init.sh).  When it stops for TESTBED_STALL seconds, or the run passes
+# TESTBED_TIMEOUT, L0 writes what it can still see (L1's last heartbeat, its
+# kernel log and stuck tasks, L0 QEMU's vCPU registers and thread
+# backtraces) to JOB/stall.txt, prints its summary, and ends L1.  A stalled
+# L1 (dead, not merely slow: its heartbeat stopped) is booted again for the
+# whole command, TESTBED_STALL_RETRIES times, and says so; a run that only
+# took too long is not.
 #
 # Knobs (defaults in brackets):
 #   TESTBED_TIMEOUT  hard limit for the whole L1 run, seconds [1800]
+#   TESTBED_STALL    seconds without a heartbeat that end L1 [300]
+#   TESTBED_STALL_RETRIES  new L1 runs after a stall [1]
 #   TESTBED_QEMU     L0 QEMU binary [qemu-system-x86_64]
 #   TESTBED_MEM      L1 RAM [4G]      TESTBED_SMP  L1 vCPUs [2]
 #   TESTBED_APPEND   extra L1 kernel command line
@@ -82,7 +94,6 @@ hmp() {
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(20)
-s.connect(sys.argv[1])
 def until_prompt():
     buf = b""
     while not buf.endswith(b"(qemu) "):
@@ -91,13 +102,94 @@ def until_prompt():
             break
         buf += chunk
     return buf
-until_prompt()
-s.sendall(sys.argv[2].encode() + b"\n")
-print(until_prompt().decode(errors="replace").replace("(qemu) ", "").strip())
+try:
+    s.connect(sys.argv[1])
+    until_prompt()
+    s.sendall(sys.argv[2].encode() + b"\n")
+    out = until_prompt().decode(errors="replace").replace("(qemu) ", "")
+    # the monitor echoes the command with terminal escapes: drop that line
+    print(out.split("\n", 1)[1].strip() if "\n" in out else out.strip())
+except OSError as e:
+    print(f"L0 monitor {sys.argv[1]}: no answer to {sys.argv[2]!r} ({e})")
 EOF
 }
 
+# l1_watch JOB TPID: the watchdog of the header (TPID: the `timeout` that
+# runs L0 QEMU; a TERM to it is passed on to QEMU).  JOB/stalled gets the
+# reason, JOB/stall.txt the report.
+l1_watch() {
+  local job=$1 tpid=$2 stall=${TESTBED_STALL:-300} limit=${TESTBED_TIMEOUT:-1800}
+  local start now age why
+  start=$(date +%s)
+  while sleep 5; do
+    kill -0 "$tpid" 2>/dev/null || return 0
+    [ -f "$job/rc" ] && continue   # CMD is done, L1 is powering off
+    now=$(date +%s)
+    if [ -f "$job/heartbeat" ]; then
+      age=$((now - $(stat -c %Y "$job/heartbeat")))
+    else
+      age=$((now - start))
+    fi
+    if [ "$age" -ge "$stall" ]; then
+      why="stall: no heartbeat from L1 for ${age}s (TESTBED_STALL=${stall}s)"
+    elif [ $((now - start)) -ge "$limit" ]; then
+      why="timeout: the L1 run took longer than TESTBED_TIMEOUT=${limit}s (its heartbeat was ${age}s old)"
+    else
+      continue
+    fi
+    echo "$why" > "$job/stalled"
+    l1_report "$job" "$tpid" "$why" > "$job/stall.txt" 2>&1
+    kill -TERM "$tpid" 2>/dev/null
+    return 0
+  done
+}
+
+# l1_report JOB TPID WHY: what L0 can see of a stalled L1.  The part before
+# the "== L0 QEMU process" line is the summary cmd_run prints.
+l1_report() {
+  local job=$1 tpid=$2 qemu t
+  qemu=$(pgrep -P "$tpid" | head -1)
+  echo "L1 ended by L0's watchdog: $3"
+  echo "== L1's last heartbeat ($(stat -c %y "$job/heartbeat" 2>/dev/null || echo none)) =="
+  cat "$job/heartbeat" 2>/dev/null
+  echo "== L1 tasks in uninterruptible sleep at its last check =="
+  cat "$job/stuck" 2>/dev/null
+  echo "== tail of L1's kernel log at its last check =="
+  tail -n 30 "$job/dmesg" 2>/dev/null
+  echo "== tail of CMD's output =="
+  tail -n 10 "$job/out.log" 2>/dev/null
+  if [ -S "$job/monitor.sock" ]; then
+    echo "== L0 monitor: info status, info cpus, the vCPUs' RIP/RSP/CR3 =="
+    timeout 30 bash -c "$(declare -f hmp); hmp '$job/monitor.sock' 'info status'"
+    timeout 30 bash -c "$(declare -f hmp); hmp '$job/monitor.sock' 'info cpus'"
+    timeout 30 bash -c "$(declare -f hmp); hmp '$job/monitor.sock' 'info registers -a'" > "$job/registers.txt"
+    grep -E '^CPU#|^RAX|^RIP|^CR0' "$job/registers.txt"
+  fi
+  [ -n "$qemu" ] || return 0
+  echo "== L0 QEMU process $qemu: its threads =="
+  for t in /proc/"$qemu"/task/*; do
+    echo "${t##*/} $(cat "$t/comm" 2>/dev/null) state=$(cut -d' ' -f3 "$t/stat" 2>/dev/null) wchan=$(cat "$t/wchan" 2>/dev/null)"
+  done
+  if command -v gdb > /dev/null; then
+    echo "== L0 QEMU: backtraces of its threads (gdb) =="
+    timeout 90 gdb -batch -nx -p "$qemu" -ex 'thread apply all bt 30' 2>&1 | grep -v '^\[New LWP\|^warning:'
+  fi
+}
+
+# cmd_run CMD...: run CMD in L1 (see the header), again after a stall.
 cmd_run() {
+  local try=0 rc
+  while :; do
+    l1_run_once "$@"
+    rc=$?
+    [ "$rc" = 125 ] && grep -qs '^stall:' "$TB_JOB/stalled" || return "$rc"
+    [ "$try" -lt "${TESTBED_STALL_RETRIES:-1}" ] || return "$rc"
+    try=$((try + 1))
+    log "RETRY: L1 stalled ($(cat "$TB_JOB/stalled")); its report is in $TB_JOB/stall.txt; booting L1 again for the whole command (retry $try of ${TESTBED_STALL_RETRIES:-1})"
+  done
+}
+
+l1_run_once() {
   [ "${1:-}" = "--" ] && shift
   [ $# -gt 0 ] || die "usage: testbed run [--] CMD [ARG...]"
   ensure_artifacts
@@ -163,26 +255,40 @@ cmd_run() {
   [ "${TESTBED_VERBOSE:-0}" = 1 ] && log "L0: $(cat "$job/l0-cmdline")"
 
   t0=$(now)
-  local qpid spid fd
+  local qpid spid fd tpid wpid
   # L1's serial output ends lines with \r\n: strip the \r (CI logs, and
   # "N passed, M failed" must stand alone on its line)
   exec {fd}> >(sed -u 's/\r$//')
   spid=$!
-  timeout --kill-after=10 "$timeout" "${pre[@]}" "${cmd[@]}" < /dev/null >&"$fd" &
+  # the watchdog ends L1 first; `timeout` is the backstop
+  timeout --kill-after=10 "$((timeout + 180))" "${pre[@]}" "${cmd[@]}" < /dev/null >&"$fd" &
   qpid=$!
+  # CMD's output, as L1 writes it (tail ends after QEMU, having read it all)
+  tail --pid="$qpid" -s 0.3 -n +1 -F "$job/out.log" 2>/dev/null 1>&"$fd" &
+  tpid=$!
+  l1_watch "$job" "$qpid" &
+  wpid=$!
   local svc=""
   [ "${TB_L0_SERVICE:-0}" = 1 ] && { l0_service "$job" & svc=$!; }
-  # shellcheck disable=SC2064  # expand qpid now
-  trap "kill $qpid 2>/dev/null; exit 130" INT TERM
+  # shellcheck disable=SC2064  # expand the pids now
+  trap "kill $qpid $wpid $tpid 2>/dev/null; exit 130" INT TERM
   wait "$qpid"
   qrc=$?
   trap - INT TERM
+  kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null
   [ -n "$svc" ] && { kill "$svc" 2>/dev/null; wait "$svc" 2>/dev/null; }
+  wait "$tpid" 2>/dev/null
   exec {fd}>&-
   wait "$spid" 2>/dev/null
   if [ -f "$job/rc" ]; then rc=$(cat "$job/rc"); else rc=125; fi
   log "L1 done: CMD exit status $rc, L0 QEMU exit status $qrc, wall $(elapsed "$t0")s"
-  [ "$qrc" = 124 ] && log "L1 run killed after TESTBED_TIMEOUT=${timeout}s"
+  [ "$qrc" = 124 ] && log "L1 run killed by the backstop timeout ($((timeout + 180))s): the watchdog did not end it"
+  if [ -f "$job/stalled" ]; then
+    {
+      echo "---- L0's watchdog report (all of it: $job/stall.txt) ----"
+      sed '/^== L0 QEMU process/,$d' "$job/stall.txt" 2>/dev/null
+    } >&2
+  fi
   if [ "$rc" != 0 ]; then
     {
       echo "---- tail of L1's console log ($job/console.log) ----"
