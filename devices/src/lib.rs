@@ -15,6 +15,7 @@ pub mod legacy;
 pub mod pci;
 pub mod q35;
 pub mod vfio;
+pub mod virtio;
 
 use std::io;
 

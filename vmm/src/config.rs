@@ -75,6 +75,9 @@ pub enum ConfigError {
     /// `--device` value not understood.
     #[error("invalid --device '{0}': {1}")]
     BadDevice(String, String),
+    /// `--disk` value not understood.
+    #[error("invalid --disk '{0}': {1}")]
+    BadDisk(String, String),
     /// `--debug-exit-port` value not understood.
     #[error(
         "invalid --debug-exit-port '{0}': use PORT or PORT,size=1|2|4 (PORT decimal or 0x-hex)"
@@ -344,6 +347,88 @@ pub struct VfPool {
     pub profile: ProfileChange,
 }
 
+/// `--disk cache=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DiskCache {
+    /// The host page cache keeps writes until the guest flushes.
+    #[default]
+    Writeback,
+    /// Every completed write is on the medium (`O_DSYNC`).
+    None,
+}
+
+/// A virtio-blk disk (`--disk`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The image file.
+    pub path: PathBuf,
+    /// Refuse guest writes (and open the image read-only).
+    pub read_only: bool,
+    /// The serial the guest reads (`/sys/block/vda/serial`).
+    pub serial: Option<String>,
+    /// Write caching.
+    pub cache: DiskCache,
+    /// Request queues.
+    pub queues: u16,
+}
+
+impl FromStr for DiskSpec {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: String| ConfigError::BadDisk(s.to_string(), why);
+        let mut spec = Self {
+            path: PathBuf::new(),
+            read_only: false,
+            serial: None,
+            cache: DiskCache::Writeback,
+            queues: 1,
+        };
+        for opt in s.split(',') {
+            match opt.split_once('=') {
+                Some(("path", p)) if !p.is_empty() => spec.path = PathBuf::from(p),
+                Some(("format", "raw")) => {}
+                Some(("format", "qcow2")) => {
+                    return Err(bad(
+                        "qcow2 images are not supported yet; convert it with 'qemu-img convert -O raw IMAGE.qcow2 IMAGE.raw' and give format=raw".into(),
+                    ));
+                }
+                Some(("readonly", "on" | "true" | "1")) => spec.read_only = true,
+                Some(("readonly", "off" | "false" | "0")) => spec.read_only = false,
+                Some(("serial", id)) => {
+                    if id.len() > devices::virtio::block::ID_BYTES || !id.is_ascii() {
+                        return Err(bad(format!(
+                            "serial={id}: at most {} ASCII characters",
+                            devices::virtio::block::ID_BYTES
+                        )));
+                    }
+                    spec.serial = Some(id.to_string());
+                }
+                Some(("cache", "none")) => spec.cache = DiskCache::None,
+                Some(("cache", "writeback")) => spec.cache = DiskCache::Writeback,
+                Some(("queues", n)) => {
+                    spec.queues = n
+                        .parse()
+                        .ok()
+                        .filter(|q| (1..=16).contains(q))
+                        .ok_or_else(|| bad(format!("queues={n}: use 1 to 16")))?
+                }
+                None if spec.path.as_os_str().is_empty() && !opt.is_empty() => {
+                    spec.path = PathBuf::from(opt)
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "'{opt}' is not an option; use path=FILE[,format=raw][,readonly=on][,serial=ID][,cache=none|writeback][,queues=N]"
+                    )));
+                }
+            }
+        }
+        if spec.path.as_os_str().is_empty() {
+            return Err(bad("no image: give path=FILE".into()));
+        }
+        Ok(spec)
+    }
+}
+
 /// A host PCI function to pass through (`--device`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSpec {
@@ -557,6 +642,10 @@ pub struct VmConfig {
     pub fw_cfg: Vec<FwCfgUserItem>,
     /// Host PCI functions passed through with VFIO.
     pub devices: Vec<DeviceSpec>,
+    /// virtio-blk disks, in bus order.
+    pub disks: Vec<DiskSpec>,
+    /// A virtio-rng device.
+    pub rng: bool,
     /// `--vf-create N`: create N VFs on a `vf=PF` device's PF when it
     /// has none.
     pub vf_create: Option<u32>,
@@ -589,6 +678,8 @@ impl VmConfig {
             kvm_path: PathBuf::from("/dev/kvm"),
             fw_cfg: Vec::new(),
             devices: Vec::new(),
+            disks: Vec::new(),
+            rng: false,
             vf_create: None,
             vfio: VfioMode::Auto,
             stats: false,
@@ -742,6 +833,33 @@ mod tests {
         }
         let long = format!("name=opt/{},string=x", "a".repeat(60));
         assert!(long.parse::<FwCfgUserItem>().is_err());
+    }
+
+    #[test]
+    fn disk_specs() {
+        let d: DiskSpec = "path=/img/a.raw,readonly=on,serial=vm1-disk,cache=none,queues=2"
+            .parse()
+            .unwrap();
+        assert_eq!(d.path, PathBuf::from("/img/a.raw"));
+        assert!(d.read_only);
+        assert_eq!(d.serial.as_deref(), Some("vm1-disk"));
+        assert_eq!(d.cache, DiskCache::None);
+        assert_eq!(d.queues, 2);
+        let d: DiskSpec = "/img/b.raw".parse().unwrap();
+        assert_eq!(
+            (d.read_only, d.cache, d.queues),
+            (false, DiskCache::Writeback, 1)
+        );
+        for (bad, says) in [
+            ("readonly=on", "no image"),
+            ("path=x,format=qcow2", "qemu-img convert"),
+            ("path=x,serial=123456789012345678901", "at most 20"),
+            ("path=x,queues=0", "1 to 16"),
+            ("path=x,bogus", "not an option"),
+        ] {
+            let e = bad.parse::<DiskSpec>().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

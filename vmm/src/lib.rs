@@ -30,6 +30,7 @@ pub mod test_hook;
 pub mod vcpu;
 pub mod vf;
 pub mod vfio;
+pub mod virtio;
 pub mod vm;
 pub mod vm_ops;
 
@@ -111,6 +112,9 @@ pub enum Error {
     /// A seccomp filter could not be installed.
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    /// A virtio device could not be set up.
+    #[error(transparent)]
+    Virtio(#[from] virtio::VirtioError),
 }
 
 impl Error {
@@ -130,6 +134,7 @@ impl Error {
             Error::Passthrough(p) => p.is_user_error(),
             Error::VfPool(h) => h.exit_code() == EXIT_USAGE,
             Error::PciSpace(_) => true,
+            Error::Virtio(v) => v.is_user_error(),
             Error::Boot(B::Write(..)) => false,
             Error::Boot(_) => true,
             _ => false,

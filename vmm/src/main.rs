@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use vmm::config::{
-    ConfigError, DeviceSpec, FirmwareConfig, FwCfgUserItem, KernelSpec, VfioMode, parse_debug_exit,
-    parse_size, parse_timeout,
+    ConfigError, DeviceSpec, DiskSpec, FirmwareConfig, FwCfgUserItem, KernelSpec, VfioMode,
+    parse_debug_exit, parse_size, parse_timeout,
 };
 use vmm::{BootSource, EXIT_FAILURE, EXIT_USAGE, OnReset, SerialConfig, StopReason, VmConfig};
 
@@ -107,6 +107,20 @@ struct RunArgs {
         value_name = "PATH|vf=PF[,exec-quantum-ms=N][,preempt-timeout-us=N][,priority=P][,rom=FILE][,rombar=off][,x-no-mmap]"
     )]
     device: Vec<String>,
+    /// A virtio-blk disk: a raw image FILE (locked: no other VM may open it
+    /// for writing). readonly=on refuses guest writes; serial=ID (at most
+    /// 20 characters) is what the guest reads as the disk's serial;
+    /// cache=none makes every completed write durable (O_DSYNC),
+    /// writeback (default) leaves that to the guest's flushes; queues=N
+    /// request queues. Repeatable: the first is /dev/vda.
+    #[arg(
+        long,
+        value_name = "path=FILE[,format=raw][,readonly=on][,serial=ID][,cache=none|writeback][,queues=N]"
+    )]
+    disk: Vec<String>,
+    /// A virtio-rng device fed from the host's /dev/urandom (1 MiB/s).
+    #[arg(long)]
+    rng: bool,
     /// With --device vf=PF: create N VFs on the PF when it has none
     /// (host driver autoprobe off). Not needed when it has VFs.
     #[arg(long, value_name = "N")]
@@ -196,6 +210,12 @@ fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
         .iter()
         .map(|s| s.parse::<DeviceSpec>())
         .collect::<Result<_, _>>()?;
+    cfg.disks = args
+        .disk
+        .iter()
+        .map(|s| s.parse::<DiskSpec>())
+        .collect::<Result<_, _>>()?;
+    cfg.rng = args.rng;
     cfg.vf_create = args.vf_create;
     cfg.vfio = args.vfio.parse::<VfioMode>()?;
     cfg.stats = args.stats;

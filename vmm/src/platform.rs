@@ -139,6 +139,11 @@ pub enum PlatformError {
 enum MappedPiece {
     /// On a bus at `base`.
     Trap { io: bool, base: u64 },
+    /// On the MMIO bus at `base`, with ioeventfds on its doorbells.
+    Doorbells {
+        base: u64,
+        doorbells: Vec<(u64, Arc<vmm_sys_util::eventfd::EventFd>)>,
+    },
     /// A memory slot; the `Arc` keeps the host mapping alive while mapped.
     Memory {
         slot: u32,
@@ -341,6 +346,16 @@ impl Platform {
                         error!("{bdf} BAR{index}: cannot unmap from {base:#x}: {e}");
                     }
                 }
+                MappedPiece::Doorbells { base, doorbells } => {
+                    for (addr, fd) in doorbells {
+                        if let Err(e) = self.vm.unregister_ioevent(&fd, addr) {
+                            error!("{bdf} BAR{index}: doorbell at {addr:#x}: {e}");
+                        }
+                    }
+                    if let Err(e) = self.bus(false).remove(base) {
+                        error!("{bdf} BAR{index}: cannot unmap from {base:#x}: {e}");
+                    }
+                }
                 MappedPiece::Memory { slot, gpa, .. } => {
                     match self.slots.unmap(slot, gpa) {
                         Ok(()) => self.slots.free(slot),
@@ -427,6 +442,27 @@ impl Platform {
                 BarPiece::Trap { name, .. } => {
                     trap(&name).map(|()| mapped.pieces.push(MappedPiece::Trap { io, base: gpa }))
                 }
+                BarPiece::Doorbells { name, .. } if io => {
+                    trap(&name).map(|()| mapped.pieces.push(MappedPiece::Trap { io, base: gpa }))
+                }
+                BarPiece::Doorbells {
+                    name, doorbells, ..
+                } => trap(&name).map(|()| {
+                    // A doorbell without its ioeventfd still works: the
+                    // write exits and the device signals the same eventfd.
+                    let mut bells = Vec::new();
+                    for d in doorbells {
+                        let addr = layout.base.saturating_add(d.offset);
+                        match self.vm.register_ioevent(&d.fd, addr) {
+                            Ok(()) => bells.push((addr, d.fd)),
+                            Err(e) => warn!("{name}: doorbell at {addr:#x} exits instead: {e}"),
+                        }
+                    }
+                    mapped.pieces.push(MappedPiece::Doorbells {
+                        base: gpa,
+                        doorbells: bells,
+                    })
+                }),
             };
             if let Err(e) = result {
                 error!(

@@ -68,6 +68,9 @@ pub const MAIN: &[(libc::c_long, &str)] = syscalls![
     SYS_openat, SYS_fstat, SYS_newfstatat, SYS_statx, SYS_getdents64,
     SYS_readlink, SYS_fcntl, SYS_flock, SYS_fsync, SYS_fdatasync, SYS_linkat,
     SYS_unlink, SYS_ioctl,
+    // virtio-blk workers: guest pages straight to and from the image,
+    // discard and write-zeroes
+    SYS_preadv, SYS_pwritev, SYS_fallocate,
     // memory: guest RAM, BAR mappings, the allocator, thread stacks
     SYS_mmap, SYS_munmap, SYS_mprotect, SYS_madvise, SYS_mremap, SYS_brk,
     // the event loop, timers, signals

@@ -171,7 +171,8 @@ impl Stats {
             for r in bus.range_stats() {
                 let reads = r.reads.load(Ordering::Relaxed);
                 let writes = r.writes.load(Ordering::Relaxed);
-                if reads + writes > 0 || r.name.starts_with("vfio ") {
+                if reads + writes > 0 || r.name.starts_with("vfio ") || r.name.starts_with("virtio")
+                {
                     add(DeviceLine {
                         name: r.name.clone(),
                         bus: Some(bus.name()),

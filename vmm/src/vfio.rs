@@ -65,7 +65,7 @@ use ioctls::{VFIO_DEVICE_GET_INFO, VFIO_DEVICE_RESET};
 /// How long teardown may take before tessera gives up on a device.
 const TEARDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// First bus-0 slot for passed-through functions (00:00.0 is the MCH).
-const FIRST_SLOT: u8 = 2;
+pub const FIRST_SLOT: u8 = 2;
 
 /// Errors passing a function through. Each names the function and what
 /// to do.

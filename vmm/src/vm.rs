@@ -152,6 +152,12 @@ pub(crate) fn run_once(
     // passed-through functions on bus 0, then the address-space plan.
     let chipset = crate::q35::chipset(&mut platform, &control, sci)?;
     passthrough.attach(&platform)?;
+    let _virtio = crate::virtio::attach(
+        &platform,
+        cfg,
+        &mem,
+        crate::vfio::FIRST_SLOT + cfg.devices.len() as u8,
+    )?;
     let space = PciSpace::plan(
         layout,
         &passthrough.bar64s(),

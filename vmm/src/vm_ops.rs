@@ -54,6 +54,13 @@ pub trait VmOps: Send + Sync {
 
     /// Inject one MSI now (`KVM_SIGNAL_MSI`), from userspace.
     fn signal_msi(&self, address: u64, data: u32) -> Result<(), KvmError>;
+
+    /// Signal `fd` on a guest write of any width to MMIO address `addr`,
+    /// in the kernel (`KVM_IOEVENTFD`): the write never exits.
+    fn register_ioevent(&self, fd: &EventFd, addr: u64) -> Result<(), KvmError>;
+
+    /// Undo [`register_ioevent`](Self::register_ioevent).
+    fn unregister_ioevent(&self, fd: &EventFd, addr: u64) -> Result<(), KvmError>;
 }
 
 impl VmOps for VmFd {
@@ -130,6 +137,26 @@ impl VmOps for VmFd {
             .map(|_| ())
             .map_err(|e| KvmError::Ioctl("inject an MSI", e))
     }
+
+    fn register_ioevent(&self, fd: &EventFd, addr: u64) -> Result<(), KvmError> {
+        VmFd::register_ioevent(
+            self,
+            fd,
+            &kvm_ioctls::IoEventAddress::Mmio(addr),
+            kvm_ioctls::NoDatamatch,
+        )
+        .map_err(|e| KvmError::Ioctl("register an ioeventfd", e))
+    }
+
+    fn unregister_ioevent(&self, fd: &EventFd, addr: u64) -> Result<(), KvmError> {
+        VmFd::unregister_ioevent(
+            self,
+            fd,
+            &kvm_ioctls::IoEventAddress::Mmio(addr),
+            kvm_ioctls::NoDatamatch,
+        )
+        .map_err(|e| KvmError::Ioctl("unregister an ioeventfd", e))
+    }
 }
 
 #[cfg(test)]
@@ -172,6 +199,11 @@ pub(crate) mod tests {
         SignalMsi {
             address: u64,
             data: u32,
+        },
+        Ioevent {
+            fd: i32,
+            addr: u64,
+            registered: bool,
         },
     }
 
@@ -249,6 +281,22 @@ pub(crate) mod tests {
         }
         fn signal_msi(&self, address: u64, data: u32) -> Result<(), KvmError> {
             self.push(Call::SignalMsi { address, data });
+            Ok(())
+        }
+        fn register_ioevent(&self, fd: &EventFd, addr: u64) -> Result<(), KvmError> {
+            self.push(Call::Ioevent {
+                fd: fd.as_raw_fd(),
+                addr,
+                registered: true,
+            });
+            Ok(())
+        }
+        fn unregister_ioevent(&self, fd: &EventFd, addr: u64) -> Result<(), KvmError> {
+            self.push(Call::Ioevent {
+                fd: fd.as_raw_fd(),
+                addr,
+                registered: false,
+            });
             Ok(())
         }
     }

@@ -153,24 +153,51 @@ pub enum BarPiece {
         /// What it is, for statistics and logs.
         name: String,
     },
+    /// Trapped like [`BarPiece::Trap`], except that writes to the
+    /// doorbells signal their eventfds in the kernel (KVM ioeventfds) and
+    /// never exit. The device still handles a doorbell write that reaches
+    /// it (a VMM without ioeventfds) by signalling the same eventfd.
+    Doorbells {
+        /// Offset in the BAR.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+        /// The doorbells, offsets relative to the BAR.
+        doorbells: Vec<Doorbell>,
+        /// What it is, for statistics and logs.
+        name: String,
+    },
 }
 
 impl BarPiece {
     /// (offset, length) in the BAR.
     pub fn range(&self) -> (u64, u64) {
         match self {
-            BarPiece::Trap { offset, len, .. } | BarPiece::Memory { offset, len, .. } => {
-                (*offset, *len)
-            }
+            BarPiece::Trap { offset, len, .. }
+            | BarPiece::Memory { offset, len, .. }
+            | BarPiece::Doorbells { offset, len, .. } => (*offset, *len),
         }
     }
 
     /// The piece's name.
     pub fn name(&self) -> &str {
         match self {
-            BarPiece::Trap { name, .. } | BarPiece::Memory { name, .. } => name,
+            BarPiece::Trap { name, .. }
+            | BarPiece::Memory { name, .. }
+            | BarPiece::Doorbells { name, .. } => name,
         }
     }
+}
+
+/// A queue doorbell inside a [`BarPiece::Doorbells`] piece: a write of any
+/// width at `offset` signals `fd` (through a KVM ioeventfd, without an
+/// exit).
+#[derive(Debug, Clone)]
+pub struct Doorbell {
+    /// Offset in the BAR.
+    pub offset: u64,
+    /// What the write signals.
+    pub fd: Arc<vmm_sys_util::eventfd::EventFd>,
 }
 
 /// Where a BAR decodes now and what it is made of.

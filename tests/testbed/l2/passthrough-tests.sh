@@ -471,6 +471,78 @@ t_irq_wakeups() {
   fi
 }
 
+# virtio-blk and virtio-rng (issue 9): a 64 MiB raw image with random
+# contents and a serial, a read-only second disk, and the rng, in a guest
+# booted directly or by OVMF (whose own virtio drivers then bind the disks
+# first). The guest reads the whole image (sha256 as in L1), reads the
+# serial, writes 4 MiB at 40 MiB, drops its caches and reads them back; the
+# read-only disk refuses a write; /dev/hwrng is virtio's and gives bytes;
+# the queues' MSI-X vectors counted interrupts. While the guest holds, a
+# second tessera given the same image is refused (the image is locked);
+# after the run L1 finds the guest's 4 MiB in the file, and --stats shows no
+# notify write reached userspace (the doorbells are ioeventfds).
+t_virtio() { # NAME direct|ovmf
+  local name=$1 mode=$2 img=/tmp/$1.img ro=/tmp/$1-ro.img sha ird pid w=0 rc2 out2 want got kicks
+  local -a fw=()
+  head -c 32M /dev/urandom > "$img"; truncate -s 64M "$img"
+  head -c 1M /dev/urandom > "$ro"
+  sha=$(sha256sum < "$img" | cut -d' ' -f1)
+  want=$(yes tessera-virtio | head -c 4194304 | sha256sum | cut -d' ' -f1)
+  if [ "$mode" = ovmf ]; then
+    rm -f "$LOGDIR/$name.vars"
+    fw=(--firmware "$OVMF_CODE" --vars "$LOGDIR/$name.vars" --vars-template "$OVMF_TEMPLATE")
+  fi
+  ird=$(make_check "$name" "w=0; while [ ! -b /dev/vdb ] && [ \$w -lt 50 ]; do sleep 0.1; w=\$((w + 1)); done
+s=\$(sha256sum < /dev/vda | cut -d' ' -f1)
+[ \"\$s\" = $sha ] && ok VIRTIO-READ \"sha256 of /dev/vda matches the image (64 MiB)\" || no VIRTIO-READ \"sha256 \$s, want $sha\"
+sr=\$(cat /sys/block/vda/serial 2>/dev/null)
+[ \"\$sr\" = tessera-disk0 ] && ok VIRTIO-SERIAL \"\$sr\" || no VIRTIO-SERIAL \"serial '\$sr'\"
+mkdir -p /tmp; yes tessera-virtio | head -c 4194304 > /tmp/pat
+dd if=/tmp/pat of=/dev/vda bs=1M seek=40 conv=fsync 2>/dev/null; sync; echo 3 > /proc/sys/vm/drop_caches
+b=\$(dd if=/dev/vda bs=1M skip=40 count=4 2>/dev/null | sha256sum | cut -d' ' -f1)
+[ \"\$b\" = $want ] && ok VIRTIO-WRITE \"4 MiB written at 40 MiB read back after a cache drop\" || no VIRTIO-WRITE \"read back \$b\"
+[ \"\$(cat /sys/block/vdb/ro)\" = 1 ] && ! dd if=/dev/zero of=/dev/vdb bs=4k count=1 conv=fsync 2>/dev/null && ok VIRTIO-RO \"vdb read-only, a write failed\" || no VIRTIO-RO \"vdb ro=\$(cat /sys/block/vdb/ro)\"
+rc=\$(cat /sys/devices/virtual/misc/hw_random/rng_current 2>/dev/null)
+n=\$(dd if=/dev/hwrng bs=512 count=8 2>/dev/null | wc -c)
+case \"\$rc\" in virtio*) [ \"\$n\" = 4096 ] && ok VIRTIO-RNG \"rng_current \$rc, 4096 bytes from /dev/hwrng\" || no VIRTIO-RNG \"\$n bytes\";; *) no VIRTIO-RNG \"rng_current '\$rc'\";; esac
+d=\$(dev_of 0x1af4:0x1042); i=\$(msi_sum \$d); v=\$(msi_count \$d)
+[ \$i -gt 0 ] && ok VIRTIO-IRQ \"virtio-blk: \$v MSI-X vectors, \$i interrupts\" || no VIRTIO-IRQ \"\$v vectors, \$i interrupts\"
+echo PT-VIRTIO-HOLD > /dev/ttyS0; sleep 4")
+  SER=$LOGDIR/$name.serial OUT=$LOGDIR/$name.vmm out2=$LOGDIR/$name-second.vmm
+  rm -f "$SER"
+  "$T" run "${fw[@]}" --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" \
+    --disk "path=$img,serial=tessera-disk0" --disk "path=$ro,readonly=on" --rng --stats \
+    --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null &
+  pid=$!
+  while ! grep -aq 'PT-VIRTIO-HOLD' "$SER" 2>/dev/null && [ $w -lt 2400 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; w=$((w + 1)); done
+  timeout 60 "$T" run --kernel "$KERNEL" --initrd "$INITRD" --memory 128M --disk "path=$img" \
+    --serial null --timeout 30 > "$out2" 2>&1 < /dev/null
+  rc2=$?
+  wait $pid
+  RC=$?
+  got=$(dd if="$img" bs=1M skip=40 count=4 2>/dev/null | sha256sum | cut -d' ' -f1)
+  kicks=$(grep '^tessera-stats: device="virtio-blk disk0 notify"' "$OUT" | grep -o 'writes=[0-9]*')
+  local detail
+  detail="$(g VIRTIO-READ); $(g VIRTIO-WRITE); $(g VIRTIO-SERIAL); $(g VIRTIO-RO); $(g VIRTIO-IRQ)"
+  if [ $RC = 0 ] && grep -aq 'L2-CHECK rc=0' "$SER" && [ "$got" = "$want" ]; then
+    result "$name" 1 "exit 0; $detail; the image holds the guest's write"
+  else
+    result "$name" 0 "exit $RC; image at 40 MiB $got (want $want); guest: $(tr -d '\r' < "$SER" | grep -a 'PT-.* FAIL' | tr '\n' ';')"
+  fi
+  if gok VIRTIO-RNG; then result "$name-rng" 1 "$(g VIRTIO-RNG)"; else result "$name-rng" 0 "$(g VIRTIO-RNG)"; fi
+  if [ $rc2 = 2 ] && grep -q 'in use by another process' "$out2"; then
+    result "$name-lock" 1 "a second tessera with the same image: exit 2, $(grep -m1 -o 'disk .*locked[^;]*' "$out2")"
+  else
+    result "$name-lock" 0 "second tessera exit $rc2 (want 2, 'in use'): $(tail -n 2 "$out2" | tr '\n' ' ')"
+  fi
+  if [ "$kicks" = "writes=0" ]; then
+    result "$name-doorbells" 1 "--stats: 0 notify writes reached tessera (KVM ioeventfds took every kick)"
+  else
+    result "$name-doorbells" 0 "--stats notify piece: '${kicks:-missing}', want writes=0"
+  fi
+  rm -f "$img" "$ro"
+}
+
 # Start/stop cycles with the edu and the igb VF: every run ends by itself,
 # the devices work in the last run as in the first.
 t_cycles() {
@@ -505,6 +577,8 @@ for _ in $(seq 1 "${PT_REPEAT:-1}"); do
   selected pt-jail && t_jail
   selected pt-irq-wakeups && t_irq_wakeups
   selected pt-cycles && t_cycles
+  selected virtio-disk && t_virtio virtio-disk direct
+  selected virtio-disk-ovmf && t_virtio virtio-disk-ovmf ovmf
 done
 
 echo "$npass passed, $nfail failed"

@@ -42,7 +42,7 @@ L1_MODS=${TESTBED_L1_MODS:-"9p 9pnet_virtio overlay kvm_amd vfio vfio_iommu_type
 L2_MODS=${TESTBED_L2_MODS:-efivarfs}
 # Modules of the L2 passthrough guest ($CACHE/l2pt, the L1 kernel), to which
 # tessera_edu (l2/edu/) is added.
-L2PT_MODS=${TESTBED_L2PT_MODS:-"igbvf nvme"}
+L2PT_MODS=${TESTBED_L2PT_MODS:-"igbvf nvme virtio_blk virtio_rng"}
 # Bump when build_edu_module's recipe changes in a way that changes the module.
 EDU_RECIPE=1
 # Debian packages build_edu_module needs (gcc-12: Debian's 6.12 kernels are

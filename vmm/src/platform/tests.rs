@@ -87,6 +87,7 @@ fn a_window_moved_onto_another_device_stays_unmapped() {
 struct Endpoint {
     bases: [Option<u64>; 7],
     memory: Arc<MmapRegion>,
+    bells: Vec<Arc<vmm_sys_util::eventfd::EventFd>>,
 }
 
 impl Endpoint {
@@ -94,6 +95,9 @@ impl Endpoint {
         Self {
             bases: [None; 7],
             memory: Arc::new(MmapRegion::new(0x2000).unwrap()),
+            bells: (0..2)
+                .map(|_| Arc::new(vmm_sys_util::eventfd::EventFd::new(0).unwrap()))
+                .collect(),
         }
     }
 }
@@ -129,6 +133,34 @@ impl devices::pci::PciDevice for Endpoint {
                         offset: 0x2000,
                         len: 0x2000,
                         name: "ep BAR2 msix-table".into(),
+                    },
+                ],
+            },
+            4 => BarLayout {
+                base,
+                kind: BarKind::Mem32 {
+                    prefetchable: false,
+                },
+                size: 0x2000,
+                pieces: vec![
+                    BarPiece::Trap {
+                        offset: 0,
+                        len: 0x1000,
+                        name: "ep BAR4 config".into(),
+                    },
+                    BarPiece::Doorbells {
+                        offset: 0x1000,
+                        len: 0x1000,
+                        doorbells: self
+                            .bells
+                            .iter()
+                            .enumerate()
+                            .map(|(i, fd)| devices::pci::Doorbell {
+                                offset: 0x1000 + 4 * i as u64,
+                                fd: fd.clone(),
+                            })
+                            .collect(),
+                        name: "ep BAR4 notify".into(),
                     },
                 ],
             },
@@ -326,4 +358,60 @@ fn msi_changes_of_one_write_are_one_routing_update() {
         1,
         "{calls:?}"
     );
+}
+
+#[test]
+fn doorbells_become_ioeventfds_that_follow_the_bar() {
+    use std::os::fd::AsRawFd;
+    let (rec, p, ep) = setup();
+    let fds: Vec<i32> = ep
+        .lock()
+        .unwrap()
+        .bells
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .collect();
+    ep.lock().unwrap().bases[4] = Some(0xc010_0000);
+    rec.take();
+    p.apply(bar_change(4));
+    let registered = |calls: &[Call], on: bool| -> Vec<(i32, u64)> {
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Ioevent {
+                    fd,
+                    addr,
+                    registered,
+                } if *registered == on => Some((*fd, *addr)),
+                _ => None,
+            })
+            .collect()
+    };
+    let calls = rec.take();
+    assert_eq!(
+        registered(&calls, true),
+        vec![(fds[0], 0xc010_1000), (fds[1], 0xc010_1004)]
+    );
+    // The rest of the piece is trapped (a write that is not a kick still
+    // reaches the device).
+    let mut b = [0u8; 4];
+    assert!(p.buses.mmio.read(0xc010_1008, &mut b));
+    // Moved: the old doorbells go, new ones come.
+    ep.lock().unwrap().bases[4] = Some(0xc020_0000);
+    p.apply(bar_change(4));
+    let calls = rec.take();
+    assert_eq!(
+        registered(&calls, false),
+        vec![(fds[0], 0xc010_1000), (fds[1], 0xc010_1004)]
+    );
+    assert_eq!(
+        registered(&calls, true),
+        vec![(fds[0], 0xc020_1000), (fds[1], 0xc020_1004)]
+    );
+    assert!(!p.buses.mmio.read(0xc010_1008, &mut b));
+    // Decoding off: nothing left.
+    ep.lock().unwrap().bases[4] = None;
+    p.apply(bar_change(4));
+    assert_eq!(registered(&rec.take(), false).len(), 2);
+    assert!(!p.buses.mmio.read(0xc020_1008, &mut b));
 }

@@ -1,0 +1,129 @@
+//! The machine's virtio devices: `--disk` (virtio-blk) and `--rng`
+//! (virtio-rng), built from the configuration and put on PCI bus 0 after
+//! the passed-through functions.
+//!
+//! Each device's worker thread starts here, before the VM runs, so it is
+//! covered by the process-wide seccomp filter and no vCPU ever creates a
+//! thread. A raw image that is really a qcow2 file is refused (the guest
+//! would otherwise see, and could overwrite, its metadata).
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use devices::pci::Bdf;
+use devices::virtio::block::{Block, BlockOptions, DiskError, RawFile};
+use devices::virtio::pci::{VirtioPci, VirtioPciError};
+use devices::virtio::rng::{Rng, RngOptions};
+use log::info;
+use vm_memory::GuestMemoryMmap;
+
+use crate::config::{DiskCache, VmConfig};
+use crate::platform::Platform;
+
+/// Bus-0 slots end below the LPC bridge (0x1f).
+const LAST_SLOT: u8 = 0x1e;
+
+/// Errors building the virtio devices.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioError {
+    /// A disk image cannot be used.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A raw disk that holds a qcow2 image.
+    #[error(
+        "disk {0}: it is a qcow2 image, and qcow2 is not supported yet; convert it with 'qemu-img convert -O raw {0} IMAGE.raw'"
+    )]
+    Qcow2(String),
+    /// The transport could not be built.
+    #[error(transparent)]
+    Transport(#[from] VirtioPciError),
+    /// More devices than bus-0 slots.
+    #[error("too many PCI devices: bus 0 has no slot left for {0}")]
+    NoSlot(String),
+    /// `/dev/urandom` could not be opened.
+    #[error("virtio-rng: cannot open /dev/urandom: {0}")]
+    Urandom(std::io::Error),
+    /// The slot is taken (a Tessera bug).
+    #[error("{0}: {1}")]
+    Attach(String, String),
+}
+
+impl VirtioError {
+    /// True when the user can fix it (a path, a lock, an image format).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            VirtioError::Disk(_) | VirtioError::Qcow2(_) | VirtioError::NoSlot(_)
+        )
+    }
+}
+
+/// The devices, kept alive with the VM.
+#[derive(Debug, Default)]
+pub struct VirtioDevices {
+    functions: Vec<(Bdf, String)>,
+}
+
+impl VirtioDevices {
+    /// (address, name) of each device.
+    pub fn functions(&self) -> &[(Bdf, String)] {
+        &self.functions
+    }
+}
+
+fn is_qcow2(path: &std::path::Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"QFI\xfb"
+}
+
+/// Build the devices of `cfg` and put them on bus 0 from `first_slot` on.
+pub fn attach(
+    platform: &Platform,
+    cfg: &VmConfig,
+    mem: &GuestMemoryMmap,
+    first_slot: u8,
+) -> Result<VirtioDevices, VirtioError> {
+    let mut out = VirtioDevices::default();
+    let mut slot = first_slot;
+    let mut place = |model: VirtioPci, out: &mut VirtioDevices| -> Result<(), VirtioError> {
+        let name = model.name().to_string();
+        if slot > LAST_SLOT {
+            return Err(VirtioError::NoSlot(name));
+        }
+        let bdf = Bdf::new(0, slot, 0);
+        platform
+            .add_pci_function(bdf, Arc::new(Mutex::new(model)))
+            .map_err(|e| VirtioError::Attach(name.clone(), e.to_string()))?;
+        info!("{name} at {bdf}");
+        out.functions.push((bdf, name));
+        slot += 1;
+        Ok(())
+    };
+    for (i, d) in cfg.disks.iter().enumerate() {
+        if is_qcow2(&d.path) {
+            return Err(VirtioError::Qcow2(d.path.display().to_string()));
+        }
+        let backend = RawFile::open(&d.path, d.read_only, d.cache == DiskCache::None)?;
+        let block = Block::new(
+            Arc::new(backend),
+            BlockOptions {
+                name: format!("disk{i}"),
+                read_only: d.read_only,
+                serial: d.serial.clone(),
+                queues: d.queues,
+            },
+        );
+        let model = VirtioPci::new(Box::new(block), mem.clone(), format!("blk{i}"))?;
+        place(model, &mut out)?;
+    }
+    if cfg.rng {
+        let urandom = std::fs::File::open("/dev/urandom").map_err(VirtioError::Urandom)?;
+        let rng = Rng::new(urandom, RngOptions::default());
+        let model = VirtioPci::new(Box::new(rng), mem.clone(), "rng".into())?;
+        place(model, &mut out)?;
+    }
+    Ok(out)
+}
