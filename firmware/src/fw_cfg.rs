@@ -159,6 +159,28 @@ fn pe_subsystem_name(s: u16) -> &'static str {
     }
 }
 
+/// `bootorder`: the devices OVMF may boot from, first to last, as QEMU
+/// writes them (OpenFirmware paths, one per line, NUL-terminated). With the
+/// file present OVMF connects only these devices and orders `BootOrder` by
+/// them (`QemuBootOrderLib`); `disks` are the (device, function) numbers of
+/// virtio-blk functions on bus 0 (`/pci@i0cf8/scsi@DEV[,FN]/disk@0,0`).
+pub fn bootorder_file(disks: &[(u8, u8)]) -> Vec<u8> {
+    let mut s = String::new();
+    for (i, &(dev, func)) in disks.iter().enumerate() {
+        if i > 0 {
+            s.push('\n');
+        }
+        if func == 0 {
+            s.push_str(&format!("/pci@i0cf8/scsi@{dev:x}/disk@0,0"));
+        } else {
+            s.push_str(&format!("/pci@i0cf8/scsi@{dev:x},{func:x}/disk@0,0"));
+        }
+    }
+    let mut b = s.into_bytes();
+    b.push(0);
+    b
+}
+
 /// `etc/e820`: the firmware RAM map of `layout` ([`firmware_map`]) as
 /// packed 20-byte `{u64 base, u64 length, u32 type}` entries.
 pub fn e820_file(layout: &MemoryLayout) -> Vec<u8> {
@@ -491,6 +513,15 @@ mod tests {
     use arch::layout::{GIB, MIB};
 
     use super::*;
+
+    #[test]
+    fn bootorder_lists_the_disks_as_qemu_does() {
+        assert_eq!(
+            bootorder_file(&[(3, 0), (0x1a, 2)]),
+            b"/pci@i0cf8/scsi@3/disk@0,0\n/pci@i0cf8/scsi@1a,2/disk@0,0\0".to_vec()
+        );
+        assert_eq!(bootorder_file(&[]), b"\0".to_vec());
+    }
 
     fn item(items: &[(u16, Vec<u8>)], key: u16) -> Option<&[u8]> {
         items

@@ -34,6 +34,8 @@ pub(crate) struct Q35Inputs<'a> {
     pub space: &'a PciSpace,
     pub firmware: &'a FirmwareConfig,
     pub kernel: Option<&'a KernelSpec>,
+    /// The virtio-blk functions, in `--disk` order (the boot order).
+    pub disks: Vec<devices::pci::Bdf>,
 }
 
 /// The chipset both boot paths share.
@@ -146,6 +148,7 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
         space,
         firmware,
         kernel,
+        disks,
     } = inputs;
     let images = FirmwareImages::open(
         &firmware.code,
@@ -276,6 +279,12 @@ pub(crate) fn build(platform: &mut Platform, inputs: &Q35Inputs<'_>) -> Result<(
             })?,
         };
         fw.add_file(&item.name, bytes).map_err(fw_err)?;
+    }
+    // The disks in --disk order, unless the user gave a boot order.
+    if !disks.is_empty() && !cfg.fw_cfg.iter().any(|i| i.name == "bootorder") {
+        let slots: Vec<(u8, u8)> = disks.iter().map(|b| (b.device, b.function)).collect();
+        fw.add_file("bootorder", firmware::fw_cfg::bootorder_file(&slots))
+            .map_err(fw_err)?;
     }
     if let Some(mb) = space.ovmf_mmio64_mb() {
         fw.add_file("opt/ovmf/X-PciMmio64Mb", mb.to_string().into_bytes())

@@ -58,16 +58,22 @@ impl VirtioError {
     }
 }
 
-/// The devices, kept alive with the VM.
+/// Where the devices went.
 #[derive(Debug, Default)]
 pub struct VirtioDevices {
     functions: Vec<(Bdf, String)>,
+    disks: Vec<Bdf>,
 }
 
 impl VirtioDevices {
     /// (address, name) of each device.
     pub fn functions(&self) -> &[(Bdf, String)] {
         &self.functions
+    }
+
+    /// The virtio-blk functions, in `--disk` order.
+    pub fn disks(&self) -> &[Bdf] {
+        &self.disks
     }
 }
 
@@ -118,6 +124,9 @@ pub fn attach(
         );
         let model = VirtioPci::new(Box::new(block), mem.clone(), format!("blk{i}"))?;
         place(model, &mut out)?;
+        if let Some(&(bdf, _)) = out.functions.last() {
+            out.disks.push(bdf);
+        }
     }
     if cfg.rng {
         let urandom = std::fs::File::open("/dev/urandom").map_err(VirtioError::Urandom)?;

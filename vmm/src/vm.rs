@@ -152,7 +152,7 @@ pub(crate) fn run_once(
     // passed-through functions on bus 0, then the address-space plan.
     let chipset = crate::q35::chipset(&mut platform, &control, sci)?;
     passthrough.attach(&platform)?;
-    let _virtio = crate::virtio::attach(
+    let virtio = crate::virtio::attach(
         &platform,
         cfg,
         &mem,
@@ -212,6 +212,7 @@ pub(crate) fn run_once(
                     space: &space,
                     firmware,
                     kernel: kernel.as_ref(),
+                    disks: virtio.disks().to_vec(),
                 },
             )?;
             (VcpuStart::FirmwareReset, VcpuStart::WaitForSipi)

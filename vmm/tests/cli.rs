@@ -78,7 +78,10 @@ fn bad_input_gets_one_line_and_status_2() {
     let junk = junk.to_str().unwrap();
     let big_initrd = write_temp("big.initrd", &vec![0u8; 24 << 20]);
     let big_initrd = big_initrd.to_str().unwrap();
-    let qcow2 = write_temp("disk.qcow2", b"QFI\xfb\0\0\0\x03 and the rest of a qcow2 header");
+    let qcow2 = write_temp(
+        "disk.qcow2",
+        b"QFI\xfb\0\0\0\x03 and the rest of a qcow2 header",
+    );
     let qcow2 = qcow2.to_str().unwrap();
     let tiny = write_temp("tiny.raw", b"short");
     let tiny = tiny.to_str().unwrap();
@@ -133,7 +136,10 @@ fn bad_input_gets_one_line_and_status_2() {
         ),
         (&["--kernel", good, "--disk", "path=x,cache=fast"], "--disk"),
         (&["--kernel", good, "--disk", qcow2], "it is a qcow2 image"),
-        (&["--kernel", good, "--disk", tiny], "smaller than one 512-byte sector"),
+        (
+            &["--kernel", good, "--disk", tiny],
+            "smaller than one 512-byte sector",
+        ),
         (&[], "--kernel"),
     ];
     for (args, expect) in cases {

@@ -543,6 +543,67 @@ echo PT-VIRTIO-HOLD > /dev/ttyS0; sleep 4")
   rm -f "$img" "$ro"
 }
 
+# OVMF boots a virtio-blk disk by itself (issue 9 item 5): no --kernel;
+# the disk is a GPT image with an EFI system partition whose
+# \EFI\BOOT\BOOTX64.EFI is a unified kernel image (systemd's EFI stub with
+# the L2 kernel, the check initramfs and the command line). tessera's
+# bootorder (fw_cfg) names the disk; OVMF creates the boot option, which
+# must be in the VARS file after the run; a second run with that VARS file
+# boots again.
+STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+make_boot_disk() { # IMG INITRD
+  local img=$1 t
+  t=$(mktemp -d)
+  printf 'ID=tessera-test\n' > "$t/osrel"
+  printf 'console=ttyS0 panic=-1 quiet tessera.diskboot=1' > "$t/cmdline"
+  objcopy --add-section .osrel="$t/osrel" --change-section-vma .osrel=0x20000 \
+    --add-section .cmdline="$t/cmdline" --change-section-vma .cmdline=0x30000 \
+    --add-section .linux="$KERNEL" --change-section-vma .linux=0x2000000 \
+    --add-section .initrd="$2" --change-section-vma .initrd=0x3000000 \
+    "$STUB" "$t/uki.efi" || return 1
+  rm -f "$img"; truncate -s 64M "$img"
+  sgdisk -n1:2048:+60M -t1:ef00 "$img" > /dev/null &&
+    mkfs.vfat -F 32 -s 1 --offset=2048 "$img" 61440 > /dev/null &&
+    mmd -i "$img@@1M" ::/EFI ::/EFI/BOOT &&
+    mcopy -i "$img@@1M" "$t/uki.efi" ::/EFI/BOOT/BOOTX64.EFI
+  local rc=$?
+  rm -rf "$t"
+  return $rc
+}
+t_disk_boot() {
+  local name=disk-boot-ovmf img=/tmp/disk-boot.img vars=$LOGDIR/disk-boot.vars ird tool entry rc1 secs1
+  for tool in objcopy sgdisk mkfs.vfat mmd mcopy; do
+    command -v $tool > /dev/null || { result "$name" 0 "$tool is missing: apt-get install binutils gdisk dosfstools mtools systemd-boot-efi"; return; }
+  done
+  [ -f "$STUB" ] || { result "$name" 0 "no $STUB: apt-get install systemd-boot-efi"; return; }
+  # shellcheck disable=SC2016  # guest code
+  ird=$(make_check "$name" 'grep -q tessera.diskboot=1 /proc/cmdline && [ -d /sys/firmware/efi ] && ok DISKBOOT "UEFI boot from the disk: $(cat /proc/cmdline)" || no DISKBOOT "cmdline $(cat /proc/cmdline)"')
+  make_boot_disk "$img" "$ird" || { result "$name" 0 "could not build the disk image"; return; }
+  rm -f "$vars"
+  SER=$LOGDIR/$name.serial OUT=$LOGDIR/$name.vmm
+  local t0=${EPOCHREALTIME/./}
+  "$T" run --firmware "$OVMF_CODE" --vars "$vars" --vars-template "$OVMF_TEMPLATE" --disk "path=$img" \
+    --memory 256M --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null
+  rc1=$? secs1=$(( (${EPOCHREALTIME/./} - t0) / 1000000 ))
+  entry=$(python3 -c 'import sys; d = open(sys.argv[1], "rb").read(); print(d.count("UEFI Misc Device".encode("utf-16-le")))' "$vars" 2>/dev/null)
+  if [ $rc1 = 0 ] && gok DISKBOOT && grep -aq 'L2-CHECK rc=0' "$SER" && [ "${entry:-0}" -ge 1 ]; then
+    result "$name" 1 "no --kernel: OVMF booted \\EFI\\BOOT\\BOOTX64.EFI from the virtio disk, exit 0 in ${secs1}s; $(g DISKBOOT); the VARS file holds the 'UEFI Misc Device' boot option"
+  else
+    result "$name" 0 "exit $rc1 after ${secs1}s; $(g DISKBOOT); 'UEFI Misc Device' in VARS: ${entry:-?}"
+    rm -f "$img"; return
+  fi
+  SER=$LOGDIR/$name-again.serial OUT=$LOGDIR/$name-again.vmm
+  "$T" run --firmware "$OVMF_CODE" --vars "$vars" --disk "path=$img" \
+    --memory 256M --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null
+  RC=$?
+  if [ $RC = 0 ] && gok DISKBOOT; then
+    result "$name-again" 1 "the same VARS file boots the disk again: exit 0"
+  else
+    result "$name-again" 0 "second boot: exit $RC; $(g DISKBOOT)"
+  fi
+  rm -f "$img"
+}
+
 # Start/stop cycles with the edu and the igb VF: every run ends by itself,
 # the devices work in the last run as in the first.
 t_cycles() {
@@ -579,6 +640,7 @@ for _ in $(seq 1 "${PT_REPEAT:-1}"); do
   selected pt-cycles && t_cycles
   selected virtio-disk && t_virtio virtio-disk direct
   selected virtio-disk-ovmf && t_virtio virtio-disk-ovmf ovmf
+  selected disk-boot-ovmf && t_disk_boot
 done
 
 echo "$npass passed, $nfail failed"
