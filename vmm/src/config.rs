@@ -357,11 +357,25 @@ pub enum DiskCache {
     None,
 }
 
+/// `--disk format=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// qcow2 when the file starts with the qcow2 magic, raw otherwise.
+    #[default]
+    Auto,
+    /// Raw (a qcow2 file given as raw is refused).
+    Raw,
+    /// qcow2, with its backing chain.
+    Qcow2,
+}
+
 /// A virtio-blk disk (`--disk`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
     /// The image file.
     pub path: PathBuf,
+    /// Its format.
+    pub format: DiskFormat,
     /// Refuse guest writes (and open the image read-only).
     pub read_only: bool,
     /// The serial the guest reads (`/sys/block/vda/serial`).
@@ -378,6 +392,7 @@ impl FromStr for DiskSpec {
         let bad = |why: String| ConfigError::BadDisk(s.to_string(), why);
         let mut spec = Self {
             path: PathBuf::new(),
+            format: DiskFormat::Auto,
             read_only: false,
             serial: None,
             cache: DiskCache::Writeback,
@@ -386,11 +401,12 @@ impl FromStr for DiskSpec {
         for opt in s.split(',') {
             match opt.split_once('=') {
                 Some(("path", p)) if !p.is_empty() => spec.path = PathBuf::from(p),
-                Some(("format", "raw")) => {}
-                Some(("format", "qcow2")) => {
-                    return Err(bad(
-                        "qcow2 images are not supported yet; convert it with 'qemu-img convert -O raw IMAGE.qcow2 IMAGE.raw' and give format=raw".into(),
-                    ));
+                Some(("format", "raw")) => spec.format = DiskFormat::Raw,
+                Some(("format", "qcow2")) => spec.format = DiskFormat::Qcow2,
+                Some(("format", f)) => {
+                    return Err(bad(format!(
+                        "format={f}: tessera reads raw and qcow2 images; convert others with 'qemu-img convert -O qcow2 IMAGE NEW.qcow2'"
+                    )));
                 }
                 Some(("readonly", "on" | "true" | "1")) => spec.read_only = true,
                 Some(("readonly", "off" | "false" | "0")) => spec.read_only = false,
@@ -852,7 +868,7 @@ mod tests {
         );
         for (bad, says) in [
             ("readonly=on", "no image"),
-            ("path=x,format=qcow2", "qemu-img convert"),
+            ("path=x,format=vmdk", "qemu-img convert"),
             ("path=x,serial=123456789012345678901", "at most 20"),
             ("path=x,queues=0", "1 to 16"),
             ("path=x,bogus", "not an option"),

@@ -4,20 +4,21 @@
 //!
 //! Each device's worker thread starts here, before the VM runs, so it is
 //! covered by the process-wide seccomp filter and no vCPU ever creates a
-//! thread. A raw image that is really a qcow2 file is refused (the guest
-//! would otherwise see, and could overwrite, its metadata).
+//! thread. Disks are raw or qcow2 (with backing chains), told apart by the
+//! qcow2 magic unless `format=` says; a qcow2 file given as `format=raw`
+//! is refused (the guest would see, and could overwrite, its metadata).
 
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use devices::pci::Bdf;
-use devices::virtio::block::{Block, BlockOptions, DiskError, RawFile};
+use devices::virtio::block::{Block, BlockBackend, BlockOptions, DiskError, RawFile};
 use devices::virtio::pci::{VirtioPci, VirtioPciError};
+use devices::virtio::qcow2;
 use devices::virtio::rng::{Rng, RngOptions};
 use log::info;
 use vm_memory::GuestMemoryMmap;
 
-use crate::config::{DiskCache, VmConfig};
+use crate::config::{DiskCache, DiskFormat, VmConfig};
 use crate::platform::Platform;
 
 /// Bus-0 slots end below the LPC bridge (0x1f).
@@ -29,11 +30,11 @@ pub enum VirtioError {
     /// A disk image cannot be used.
     #[error(transparent)]
     Disk(#[from] DiskError),
-    /// A raw disk that holds a qcow2 image.
+    /// `format=raw` given for a qcow2 image.
     #[error(
-        "disk {0}: it is a qcow2 image, and qcow2 is not supported yet; convert it with 'qemu-img convert -O raw {0} IMAGE.raw'"
+        "disk {0}: it is a qcow2 image, given as format=raw (the guest would see and could overwrite its metadata); leave format out or give format=qcow2"
     )]
-    Qcow2(String),
+    Qcow2AsRaw(String),
     /// The transport could not be built.
     #[error(transparent)]
     Transport(#[from] VirtioPciError),
@@ -53,7 +54,7 @@ impl VirtioError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            VirtioError::Disk(_) | VirtioError::Qcow2(_) | VirtioError::NoSlot(_)
+            VirtioError::Disk(_) | VirtioError::Qcow2AsRaw(_) | VirtioError::NoSlot(_)
         )
     }
 }
@@ -75,14 +76,6 @@ impl VirtioDevices {
     pub fn disks(&self) -> &[Bdf] {
         &self.disks
     }
-}
-
-fn is_qcow2(path: &std::path::Path) -> bool {
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == *b"QFI\xfb"
 }
 
 /// Build the devices of `cfg` and put them on bus 0 from `first_slot` on.
@@ -109,12 +102,19 @@ pub fn attach(
         Ok(())
     };
     for (i, d) in cfg.disks.iter().enumerate() {
-        if is_qcow2(&d.path) {
-            return Err(VirtioError::Qcow2(d.path.display().to_string()));
-        }
-        let backend = RawFile::open(&d.path, d.read_only, d.cache == DiskCache::None)?;
+        let sync = d.cache == DiskCache::None;
+        let qcow2 = qcow2::is_qcow2(&d.path);
+        let backend: Arc<dyn BlockBackend> = match (d.format, qcow2) {
+            (DiskFormat::Raw, true) => {
+                return Err(VirtioError::Qcow2AsRaw(d.path.display().to_string()));
+            }
+            (DiskFormat::Qcow2, _) | (DiskFormat::Auto, true) => {
+                Arc::new(qcow2::Qcow2Disk::open(&d.path, d.read_only, sync)?)
+            }
+            _ => Arc::new(RawFile::open(&d.path, d.read_only, sync)?),
+        };
         let block = Block::new(
-            Arc::new(backend),
+            backend,
             BlockOptions {
                 name: format!("disk{i}"),
                 read_only: d.read_only,

@@ -131,11 +131,20 @@ fn bad_input_gets_one_line_and_status_2() {
             "disk /nonexistent/disk.raw: cannot open it",
         ),
         (
-            &["--kernel", good, "--disk", "path=x.qcow2,format=qcow2"],
+            &["--kernel", good, "--disk", "path=x.vdi,format=vdi"],
             "qemu-img convert",
         ),
         (&["--kernel", good, "--disk", "path=x,cache=fast"], "--disk"),
-        (&["--kernel", good, "--disk", qcow2], "it is a qcow2 image"),
+        (
+            &[
+                "--kernel",
+                good,
+                "--disk",
+                &format!("path={qcow2},format=raw"),
+            ],
+            "it is a qcow2 image",
+        ),
+        (&["--kernel", good, "--disk", qcow2], "disk"),
         (
             &["--kernel", good, "--disk", tiny],
             "smaller than one 512-byte sector",

@@ -111,6 +111,14 @@ pub enum DiskError {
         /// This VM asked for read-only access.
         read_only: bool,
     },
+    /// The image's format cannot be used (with what to run).
+    #[error("disk {path}: {why}")]
+    Format {
+        /// The image.
+        path: PathBuf,
+        /// Why, and what to do.
+        why: String,
+    },
     /// The image is empty or smaller than a sector.
     #[error("disk {path}: {size} bytes is smaller than one 512-byte sector")]
     TooSmall {
@@ -119,6 +127,27 @@ pub enum DiskError {
         /// Its size.
         size: u64,
     },
+}
+
+/// Lock an image against other VMs: `shared` (read-only use) or exclusive
+/// (writing). The lock lives as long as `file` stays open.
+pub fn lock_file(file: &File, path: &Path, shared: bool) -> Result<(), DiskError> {
+    let op = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
+    // SAFETY: flock on a descriptor the caller owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(DiskError::Locked {
+                path: path.to_owned(),
+                read_only: shared,
+            });
+        }
+        warn!(
+            "disk {}: cannot lock it ({e}); used unlocked",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// A raw image file: sector *n* is at byte `n * 512`.
@@ -145,26 +174,7 @@ impl RawFile {
             opts.custom_flags(libc::O_DSYNC);
         }
         let file = opts.open(path).map_err(open_err)?;
-        let op = if read_only {
-            libc::LOCK_SH
-        } else {
-            libc::LOCK_EX
-        };
-        // SAFETY: flock on a descriptor this function owns; no memory is
-        // passed.
-        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(DiskError::Locked {
-                    path: path.to_owned(),
-                    read_only,
-                });
-            }
-            warn!(
-                "disk {}: cannot lock it ({e}); opened unlocked",
-                path.display()
-            );
-        }
+        lock_file(&file, path, read_only)?;
         let size = file.metadata().map_err(open_err)?.len();
         if size < SECTOR {
             return Err(DiskError::TooSmall {

@@ -75,6 +75,11 @@ impl Segments {
         &self.parts
     }
 
+    #[cfg(test)]
+    pub(crate) fn push_for_tests(&mut self, s: Segment) {
+        self.push(s)
+    }
+
     fn push(&mut self, s: Segment) {
         if s.len > 0 {
             self.total += u64::from(s.len);
@@ -163,7 +168,10 @@ impl Segments {
     }
 
     /// The host slices behind the segments (a segment may span regions).
-    fn slices<'m>(&self, mem: &'m GuestMemoryMmap) -> Result<Vec<VolatileSlice<'m>>, ChainError> {
+    pub(crate) fn slices<'m>(
+        &self,
+        mem: &'m GuestMemoryMmap,
+    ) -> Result<Vec<VolatileSlice<'m>>, ChainError> {
         let mut out = Vec::with_capacity(self.parts.len());
         for s in &self.parts {
             let bad = ChainError::OutOfMemory {

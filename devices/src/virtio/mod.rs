@@ -23,6 +23,7 @@
 pub mod block;
 pub mod chain;
 pub mod pci;
+pub mod qcow2;
 pub mod rng;
 pub mod worker;
 

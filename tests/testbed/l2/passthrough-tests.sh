@@ -604,6 +604,103 @@ t_disk_boot() {
   rm -f "$img"
 }
 
+# qcow2 (issue 9 item 3): golden images and per-VM overlays.
+#  qcow2-boot-ovmf: OVMF boots the disk-boot image as a qcow2 overlay on a
+#    qcow2 golden image (no --kernel).
+#  qcow2-two-vms: two VMs at once, each on its own overlay of one golden
+#    image, each writes 4 MiB and reads it back; the golden image's sha256
+#    is the same before and after, qemu-img check is clean on both overlays.
+#  qcow2-sigkill: the guest writes 4 MiB, fsyncs the disk (a flush) and
+#    says so; tessera is killed with SIGKILL right then; qemu-img check on
+#    the overlay finds no errors (leaks are reported); a second VM reads the
+#    4 MiB back.
+t_qcow2() {
+  local d=/tmp/qcow2 ird golden_sha after pid w=0 rc1 rc2 c1 c2 want
+  rm -rf "$d"; mkdir -p "$d"
+  command -v qemu-img > /dev/null || { result qcow2 0 "qemu-img is missing: apt-get install qemu-utils"; return; }
+  want=$(yes tessera-qcow2 | head -c 4194304 | sha256sum | cut -d' ' -f1)
+  head -c 16M /dev/urandom > "$d/golden.raw"; truncate -s 64M "$d/golden.raw"
+  qemu-img convert -f raw -O qcow2 "$d/golden.raw" "$d/golden.qcow2"
+  golden_sha=$(sha256sum < "$d/golden.qcow2" | cut -d' ' -f1)
+  local raw_sha
+  raw_sha=$(sha256sum < "$d/golden.raw" | cut -d' ' -f1)
+  for v in a b; do qemu-img create -q -f qcow2 -b golden.qcow2 -F qcow2 "$d/$v.qcow2"; done
+  # shellcheck disable=SC2016  # guest code
+  ird=$(make_check qcow2-two-vms 's=$(sha256sum < /dev/vda | cut -d" " -f1)
+[ "$s" = '"$raw_sha"' ] && ok QCOW2-READ "the overlay reads as the golden image" || no QCOW2-READ "sha256 $s"
+mkdir -p /tmp; yes tessera-qcow2 | head -c 4194304 > /tmp/pat
+dd if=/tmp/pat of=/dev/vda bs=1M seek=20 conv=fsync 2>/dev/null; echo 3 > /proc/sys/vm/drop_caches
+b=$(dd if=/dev/vda bs=1M skip=20 count=4 2>/dev/null | sha256sum | cut -d" " -f1)
+[ "$b" = '"$want"' ] && ok QCOW2-WRITE "4 MiB at 20 MiB read back" || no QCOW2-WRITE "read back $b"')
+  "$T" run --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" --disk "path=$d/a.qcow2" \
+    --serial "file=$LOGDIR/qcow2-a.serial" --timeout "$TMO" > "$LOGDIR/qcow2-a.vmm" 2>&1 < /dev/null &
+  pid=$!
+  "$T" run --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" --disk "path=$d/b.qcow2" \
+    --serial "file=$LOGDIR/qcow2-b.serial" --timeout "$TMO" > "$LOGDIR/qcow2-b.vmm" 2>&1 < /dev/null
+  rc2=$?
+  wait $pid; rc1=$?
+  after=$(sha256sum < "$d/golden.qcow2" | cut -d' ' -f1)
+  c1=$(qemu-img check "$d/a.qcow2" 2>&1 | tr '\n' ' '); c2=$(qemu-img check "$d/b.qcow2" 2>&1 | tr '\n' ' ')
+  SER=$LOGDIR/qcow2-a.serial
+  local ga; ga="$(g QCOW2-READ); $(g QCOW2-WRITE)"
+  SER=$LOGDIR/qcow2-b.serial
+  if [ $rc1 = 0 ] && [ $rc2 = 0 ] && [ "$after" = "$golden_sha" ] && grep -aq 'L2-CHECK rc=0' "$LOGDIR/qcow2-a.serial" \
+    && grep -aq 'L2-CHECK rc=0' "$SER" && [[ $c1 == *"No errors were found"* ]] && [[ $c2 == *"No errors were found"* ]]; then
+    result qcow2-two-vms 1 "two VMs at once on overlays of one golden image: exit 0 and 0; A: $ga; B: $(g QCOW2-WRITE); golden sha256 unchanged; qemu-img check: no errors on both"
+  else
+    result qcow2-two-vms 0 "exit $rc1 and $rc2; A: $ga; B: $(g QCOW2-READ) $(g QCOW2-WRITE); golden $golden_sha -> $after; check A: $c1; check B: $c2"
+  fi
+
+  # SIGKILL right after the guest's flush
+  qemu-img create -q -f qcow2 -b golden.qcow2 -F qcow2 "$d/k.qcow2"
+  # shellcheck disable=SC2016  # guest code
+  ird=$(make_check qcow2-sigkill 'mkdir -p /tmp; yes tessera-qcow2 | head -c 4194304 > /tmp/pat
+dd if=/tmp/pat of=/dev/vda bs=1M seek=30 conv=fsync 2>/dev/null && echo PT-QCOW2-FLUSHED > /dev/ttyS0; sleep 600')
+  SER=$LOGDIR/qcow2-sigkill.serial OUT=$LOGDIR/qcow2-sigkill.vmm
+  rm -f "$SER"
+  "$T" run --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" --disk "path=$d/k.qcow2" \
+    --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null &
+  pid=$!
+  while ! grep -aq 'PT-QCOW2-FLUSHED' "$SER" 2>/dev/null && [ $w -lt 2400 ] && kill -0 $pid 2>/dev/null; do sleep 0.05; w=$((w + 1)); done
+  kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
+  local check back
+  check=$(qemu-img check "$d/k.qcow2" 2>&1 | tr '\n' ' ')
+  # shellcheck disable=SC2016  # guest code
+  ird=$(make_check qcow2-sigkill-read 'b=$(dd if=/dev/vda bs=1M skip=30 count=4 2>/dev/null | sha256sum | cut -d" " -f1)
+[ "$b" = '"$want"' ] && ok QCOW2-AFTER-KILL "the 4 MiB flushed before SIGKILL read back" || no QCOW2-AFTER-KILL "read back $b"')
+  SER=$LOGDIR/qcow2-sigkill-read.serial
+  "$T" run --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" --disk "path=$d/k.qcow2" \
+    --serial "file=$SER" --timeout "$TMO" > "$LOGDIR/qcow2-sigkill-read.vmm" 2>&1 < /dev/null
+  RC=$?
+  back=$(g QCOW2-AFTER-KILL)
+  if grep -aq 'PT-QCOW2-FLUSHED' "$LOGDIR/qcow2-sigkill.serial" && [[ $check == *"No errors were found"* ]] && [ $RC = 0 ] && gok QCOW2-AFTER-KILL; then
+    result qcow2-sigkill 1 "SIGKILL after the guest's flush: qemu-img check: $check; next run: $back"
+  else
+    result qcow2-sigkill 0 "flushed marker: $(grep -ac 'PT-QCOW2-FLUSHED' "$LOGDIR/qcow2-sigkill.serial"); qemu-img check: $check; next run exit $RC: $back"
+  fi
+
+  # OVMF boots a qcow2 overlay of a qcow2 golden boot image
+  if [ -f "$STUB" ] && command -v sgdisk > /dev/null; then
+    # shellcheck disable=SC2016  # guest code
+    ird=$(make_check qcow2-boot-ovmf '[ -d /sys/firmware/efi ] && grep -q tessera.diskboot=1 /proc/cmdline && ok DISKBOOT "UEFI boot from the qcow2 overlay" || no DISKBOOT "cmdline $(cat /proc/cmdline)"')
+    make_boot_disk "$d/boot.raw" "$ird" && qemu-img convert -f raw -O qcow2 "$d/boot.raw" "$d/boot-golden.qcow2" &&
+      qemu-img create -q -f qcow2 -b boot-golden.qcow2 -F qcow2 "$d/boot.qcow2"
+    SER=$LOGDIR/qcow2-boot-ovmf.serial OUT=$LOGDIR/qcow2-boot-ovmf.vmm
+    rm -f "$LOGDIR/qcow2-boot.vars"
+    "$T" run --firmware "$OVMF_CODE" --vars "$LOGDIR/qcow2-boot.vars" --vars-template "$OVMF_TEMPLATE" \
+      --disk "path=$d/boot.qcow2" --memory 256M --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null
+    RC=$?
+    if [ $RC = 0 ] && gok DISKBOOT; then
+      result qcow2-boot-ovmf 1 "no --kernel: OVMF booted a qcow2 overlay on a qcow2 golden image; $(g DISKBOOT)"
+    else
+      result qcow2-boot-ovmf 0 "exit $RC; $(g DISKBOOT)"
+    fi
+  else
+    result qcow2-boot-ovmf 0 "needs gdisk dosfstools mtools systemd-boot-efi"
+  fi
+  rm -rf "$d"
+}
+
 # Start/stop cycles with the edu and the igb VF: every run ends by itself,
 # the devices work in the last run as in the first.
 t_cycles() {
@@ -641,6 +738,7 @@ for _ in $(seq 1 "${PT_REPEAT:-1}"); do
   selected virtio-disk && t_virtio virtio-disk direct
   selected virtio-disk-ovmf && t_virtio virtio-disk-ovmf ovmf
   selected disk-boot-ovmf && t_disk_boot
+  selected qcow2 && t_qcow2
 done
 
 echo "$npass passed, $nfail failed"
