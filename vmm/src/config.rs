@@ -78,6 +78,9 @@ pub enum ConfigError {
     /// `--disk` value not understood.
     #[error("invalid --disk '{0}': {1}")]
     BadDisk(String, String),
+    /// `--net` value not understood.
+    #[error("invalid --net '{0}': {1}")]
+    BadNet(String, String),
     /// `--debug-exit-port` value not understood.
     #[error(
         "invalid --debug-exit-port '{0}': use PORT or PORT,size=1|2|4 (PORT decimal or 0x-hex)"
@@ -445,6 +448,72 @@ impl FromStr for DiskSpec {
     }
 }
 
+/// A virtio-net card (`--net`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSpec {
+    /// The tap to attach to; `None`: create one (deleted at exit).
+    pub tap: Option<String>,
+    /// The guest's MAC address (default: 52:54:00 and three bytes from the
+    /// tap's name).
+    pub mac: Option<[u8; 6]>,
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    // unicast only
+    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
+}
+
+impl FromStr for NetSpec {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: String| ConfigError::BadNet(s.to_string(), why);
+        let mut spec = Self {
+            tap: None,
+            mac: None,
+        };
+        let mut tap_given = false;
+        for opt in s.split(',') {
+            match opt.split_once('=') {
+                None if opt == "tap" => tap_given = true,
+                Some(("tap", name)) if !name.is_empty() && name.len() < 16 && !name.contains('/') => {
+                    tap_given = true;
+                    spec.tap = Some(name.to_string());
+                }
+                Some(("tap", name)) => {
+                    return Err(bad(format!(
+                        "tap={name}: a network interface name of 1 to 15 characters"
+                    )));
+                }
+                Some(("mac", m)) => {
+                    spec.mac = Some(parse_mac(m).ok_or_else(|| {
+                        bad(format!("mac={m}: use six hex bytes, e.g. 52:54:00:12:34:56 (unicast: the first byte even)"))
+                    })?)
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "'{opt}' is not an option; use tap[=NAME][,mac=52:54:00:12:34:56]"
+                    )));
+                }
+            }
+        }
+        if !tap_given {
+            return Err(bad(
+                "give tap=NAME (an existing tap) or tap (tessera creates one)".into(),
+            ));
+        }
+        Ok(spec)
+    }
+}
+
 /// A host PCI function to pass through (`--device`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSpec {
@@ -660,6 +729,8 @@ pub struct VmConfig {
     pub devices: Vec<DeviceSpec>,
     /// virtio-blk disks, in bus order.
     pub disks: Vec<DiskSpec>,
+    /// virtio-net cards.
+    pub nets: Vec<NetSpec>,
     /// A virtio-rng device.
     pub rng: bool,
     /// `--vf-create N`: create N VFs on a `vf=PF` device's PF when it
@@ -695,6 +766,7 @@ impl VmConfig {
             fw_cfg: Vec::new(),
             devices: Vec::new(),
             disks: Vec::new(),
+            nets: Vec::new(),
             rng: false,
             vf_create: None,
             vfio: VfioMode::Auto,
@@ -849,6 +921,25 @@ mod tests {
         }
         let long = format!("name=opt/{},string=x", "a".repeat(60));
         assert!(long.parse::<FwCfgUserItem>().is_err());
+    }
+
+    #[test]
+    fn net_specs() {
+        let n: NetSpec = "tap=tap0,mac=52:54:00:ab:cd:ef".parse().unwrap();
+        assert_eq!(n.tap.as_deref(), Some("tap0"));
+        assert_eq!(n.mac, Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+        let n: NetSpec = "tap".parse().unwrap();
+        assert_eq!((n.tap, n.mac), (None, None));
+        for (bad, says) in [
+            ("mac=52:54:00:00:00:01", "give tap"),
+            ("tap=x,mac=01:00:00:00:00:01", "unicast"),
+            ("tap=x,mac=52:54:00", "six hex bytes"),
+            ("tap=averyveryverylongname", "1 to 15"),
+            ("tap=x,vhost=on", "not an option"),
+        ] {
+            let e = bad.parse::<NetSpec>().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use vmm::config::{
-    ConfigError, DeviceSpec, DiskSpec, FirmwareConfig, FwCfgUserItem, KernelSpec, VfioMode,
-    parse_debug_exit, parse_size, parse_timeout,
+    ConfigError, DeviceSpec, DiskSpec, FirmwareConfig, FwCfgUserItem, KernelSpec, NetSpec,
+    VfioMode, parse_debug_exit, parse_size, parse_timeout,
 };
 use vmm::{BootSource, EXIT_FAILURE, EXIT_USAGE, OnReset, SerialConfig, StopReason, VmConfig};
 
@@ -118,6 +118,11 @@ struct RunArgs {
         value_name = "path=FILE[,format=raw][,readonly=on][,serial=ID][,cache=none|writeback][,queues=N]"
     )]
     disk: Vec<String>,
+    /// A virtio-net card on a host tap: tap=NAME attaches to an existing
+    /// tap (or creates NAME, deleted at exit), tap alone creates one;
+    /// mac=MAC sets the guest's address. Repeatable.
+    #[arg(long, value_name = "tap[=NAME][,mac=MAC]")]
+    net: Vec<String>,
     /// A virtio-rng device fed from the host's /dev/urandom (1 MiB/s).
     #[arg(long)]
     rng: bool,
@@ -214,6 +219,11 @@ fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
         .disk
         .iter()
         .map(|s| s.parse::<DiskSpec>())
+        .collect::<Result<_, _>>()?;
+    cfg.nets = args
+        .net
+        .iter()
+        .map(|s| s.parse::<NetSpec>())
         .collect::<Result<_, _>>()?;
     cfg.rng = args.rng;
     cfg.vf_create = args.vf_create;

@@ -103,6 +103,8 @@ pub const VCPU: &[(libc::c_long, &str)] = syscalls![
     SYS_gettid, SYS_sched_yield, SYS_nanosleep, SYS_clock_nanosleep,
     SYS_clock_gettime, SYS_prctl, SYS_restart_syscall, SYS_exit,
     SYS_exit_group,
+    // hash-map seeds (std's RandomState), e.g. in --log-level debug paths
+    SYS_getrandom,
 ];
 
 /// Calls no list allows, named for the SIGSYS message.

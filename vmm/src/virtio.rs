@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use devices::pci::Bdf;
 use devices::virtio::block::{Block, BlockBackend, BlockOptions, DiskError, RawFile};
+use devices::virtio::net::Net;
 use devices::virtio::pci::{VirtioPci, VirtioPciError};
 use devices::virtio::qcow2;
 use devices::virtio::rng::{Rng, RngOptions};
@@ -41,6 +42,9 @@ pub enum VirtioError {
     /// More devices than bus-0 slots.
     #[error("too many PCI devices: bus 0 has no slot left for {0}")]
     NoSlot(String),
+    /// The tap could not be had.
+    #[error("--net: {0}")]
+    Tap(String),
     /// `/dev/urandom` could not be opened.
     #[error("virtio-rng: cannot open /dev/urandom: {0}")]
     Urandom(std::io::Error),
@@ -54,7 +58,10 @@ impl VirtioError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            VirtioError::Disk(_) | VirtioError::Qcow2AsRaw(_) | VirtioError::NoSlot(_)
+            VirtioError::Disk(_)
+                | VirtioError::Qcow2AsRaw(_)
+                | VirtioError::NoSlot(_)
+                | VirtioError::Tap(_)
         )
     }
 }
@@ -128,6 +135,20 @@ pub fn attach(
             out.disks.push(bdf);
         }
     }
+    for (i, n) in cfg.nets.iter().enumerate() {
+        let (tap, name) = open_tap(n.tap.as_deref()).map_err(VirtioError::Tap)?;
+        let mac = n.mac.unwrap_or_else(|| default_mac(&name));
+        info!(
+            "virtio-net {i}: tap {name}, MAC {}",
+            mac.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        let net = Net::new(tap, name, mac);
+        let model = VirtioPci::new(Box::new(net), mem.clone(), format!("net{i}"))?;
+        place(model, &mut out)?;
+    }
     if cfg.rng {
         let urandom = std::fs::File::open("/dev/urandom").map_err(VirtioError::Urandom)?;
         let rng = Rng::new(urandom, RngOptions::default());
@@ -135,4 +156,64 @@ pub fn attach(
         place(model, &mut out)?;
     }
     Ok(out)
+}
+
+/// 52:54:00 (QEMU's prefix) and three bytes of a hash of the tap's name.
+fn default_mac(tap: &str) -> [u8; 6] {
+    let h = tap.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    [0x52, 0x54, 0x00, (h >> 16) as u8, (h >> 8) as u8, h as u8]
+}
+
+/// Open the tap `name` (created when it does not exist, and then gone
+/// when tessera exits; `None`: the kernel picks a name), non-blocking, as
+/// `IFF_TAP | IFF_NO_PI`. Returns it and its name.
+fn open_tap(name: Option<&str>) -> Result<(std::fs::File, String), String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(|e| {
+            format!("cannot open /dev/net/tun: {e} (load the tun module: modprobe tun; tessera needs root or CAP_NET_ADMIN to create a tap)")
+        })?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if let Some(n) = name {
+        for (d, s) in ifr
+            .ifr_name
+            .iter_mut()
+            .zip(n.bytes().take(libc::IFNAMSIZ - 1))
+        {
+            *d = s as libc::c_char;
+        }
+    }
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which lives on this
+    // stack frame for the call.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        let who = name.map_or("a new tap".to_string(), |n| format!("tap {n}"));
+        return Err(match e.raw_os_error() {
+            Some(libc::EPERM) => format!(
+                "{who}: permission denied: creating a tap needs root or CAP_NET_ADMIN; or create it for your user first (ip tuntap add dev NAME mode tap user $USER) and give tap=NAME"
+            ),
+            Some(libc::EBUSY) => format!("{who}: it is in use (another VM has it)"),
+            Some(libc::EINVAL) => {
+                format!("{who}: {e} (is NAME a tap? a tun or multi-queue device cannot be used)")
+            }
+            _ => format!("{who}: {e}"),
+        });
+    }
+    let got: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    Ok((tun, String::from_utf8_lossy(&got).into_owned()))
 }

@@ -22,6 +22,7 @@
 
 pub mod block;
 pub mod chain;
+pub mod net;
 pub mod pci;
 pub mod qcow2;
 pub mod rng;
@@ -59,6 +60,8 @@ pub const NO_VECTOR: u16 = 0xffff;
 pub const TYPE_BLOCK: u16 = 2;
 /// Device type: entropy source.
 pub const TYPE_RNG: u16 = 4;
+/// Device type: network card.
+pub const TYPE_NET: u16 = 1;
 
 /// What a device's worker does with its queues once the driver is ready.
 /// One handler lives on one worker thread; it is dropped when the guest
@@ -74,6 +77,34 @@ pub trait QueueHandler: Send {
         queue: &mut virtio_queue::Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<usize, QueueError>;
+
+    /// True when [`process`](Self::process) takes everything the guest
+    /// made available in queue `index` (then buffers still available
+    /// afterwards mean more work). A receive queue, whose buffers wait for
+    /// data from the host, says false.
+    fn drains(&self, index: usize) -> bool {
+        let _ = index;
+        true
+    }
+
+    /// Host descriptors the worker should also wait on (edge-triggered,
+    /// readable), e.g. a tap device; their events go to
+    /// [`on_event`](Self::on_event).
+    fn event_fds(&self) -> Vec<std::os::fd::RawFd> {
+        Vec::new()
+    }
+
+    /// Event fd `which` (an index into [`event_fds`](Self::event_fds)) is
+    /// readable: do the work and return the queues that got used buffers.
+    fn on_event(
+        &mut self,
+        which: usize,
+        queues: &mut [Option<virtio_queue::Queue>],
+        mem: &GuestMemoryMmap,
+    ) -> Result<Vec<usize>, QueueError> {
+        let _ = (which, queues, mem);
+        Ok(Vec::new())
+    }
 }
 
 /// A queue the device cannot keep serving.

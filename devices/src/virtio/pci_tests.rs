@@ -427,3 +427,88 @@ fn bring_up_unchecked(d: &mut VirtioPci, ring: u64) {
     w(d, 0x1c, 2, 1);
     w(d, 0x14, 1, 15);
 }
+
+/// A handler that leaves buffers in the queue (a receive queue with no
+/// data to give): each kick is one `process` call, not a spin.
+struct Waiting {
+    calls: Arc<AtomicUsize>,
+}
+
+impl QueueHandler for Waiting {
+    fn process(
+        &mut self,
+        _: usize,
+        _: &mut Queue,
+        _: &GuestMemoryMmap,
+    ) -> Result<usize, QueueError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(0)
+    }
+    fn drains(&self, _: usize) -> bool {
+        false
+    }
+}
+
+struct WaitingDevice {
+    calls: Arc<AtomicUsize>,
+}
+
+impl VirtioDevice for WaitingDevice {
+    fn device_type(&self) -> u16 {
+        1
+    }
+    fn pci_class(&self) -> (u8, u8, u8) {
+        (2, 0, 0)
+    }
+    fn name(&self) -> String {
+        "virtio-waiting".into()
+    }
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![16]
+    }
+    fn features(&self) -> u64 {
+        0
+    }
+    fn config_read(&self, _: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn activate(&mut self, _: u64) -> Box<dyn QueueHandler> {
+        Box::new(Waiting {
+            calls: self.calls.clone(),
+        })
+    }
+}
+
+#[test]
+fn buffers_a_handler_leaves_for_later_do_not_make_the_worker_spin() {
+    let mem = memory();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut d = VirtioPci::new(
+        Box::new(WaitingDevice {
+            calls: calls.clone(),
+        }),
+        mem.clone(),
+        "virtio-waiting".into(),
+    )
+    .unwrap();
+    let ring = 0x1_0000;
+    bring_up(&mut d, F_VERSION_1 | F_RING_EVENT_IDX, ring);
+    let q = MockSplitQueue::create(&mem, GuestAddress(ring), 16);
+    let descs = [RawDescriptor::from(SplitDescriptor::new(
+        0x2_0000, 64, 2, 0,
+    ))];
+    q.add_desc_chains(&descs, 0).unwrap();
+    assert!(
+        wait_for(|| calls.load(Ordering::SeqCst) >= 1),
+        "served at activation"
+    );
+    let before = calls.load(Ordering::SeqCst);
+    w(&mut d, NOTIFY_OFFSET, 2, 0);
+    assert!(wait_for(|| calls.load(Ordering::SeqCst) > before));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before + 1,
+        "one call per kick"
+    );
+}

@@ -116,6 +116,8 @@ impl std::fmt::Debug for Worker {
 const RESET_WAIT: Duration = Duration::from_secs(10);
 
 const CONTROL_TOKEN: u64 = u64::MAX;
+/// Tokens of the handler's own descriptors start here.
+const EVENT_TOKEN: u64 = 1 << 32;
 
 impl Worker {
     /// Start the thread `thread_name` serving the queues whose doorbells
@@ -216,7 +218,7 @@ fn run(
     acks: Sender<()>,
 ) {
     let mut active: Option<Box<Activation>> = None;
-    let mut events = vec![EpollEvent::default(); kicks.len() + 1];
+    let mut events = vec![EpollEvent::default(); kicks.len() + 9];
     loop {
         let n = match epoll.wait(-1, &mut events) {
             Ok(n) => n,
@@ -234,6 +236,15 @@ fn run(
                     match c {
                         Command::Start(a) => {
                             debug!("{name}: activated");
+                            for (i, fd) in a.handler.event_fds().into_iter().enumerate() {
+                                let ev = EpollEvent::new(
+                                    EventSet::IN | EventSet::EDGE_TRIGGERED,
+                                    EVENT_TOKEN + i as u64,
+                                );
+                                if let Err(e) = epoll.ctl(ControlOperation::Add, fd, ev) {
+                                    error!("{name}: cannot wait on its host descriptor: {e}");
+                                }
+                            }
                             active = Some(a);
                             // Requests made available before DRIVER_OK
                             // (allowed for some devices) are served now.
@@ -244,11 +255,25 @@ fn run(
                             }
                         }
                         Command::Reset => {
-                            active = None;
+                            if let Some(a) = active.take() {
+                                for fd in a.handler.event_fds() {
+                                    let _ = epoll.ctl(
+                                        ControlOperation::Delete,
+                                        fd,
+                                        EpollEvent::default(),
+                                    );
+                                }
+                            }
                             let _ = acks.send(());
                         }
                         Command::Exit => return,
                     }
+                }
+                continue;
+            }
+            if token >= EVENT_TOKEN {
+                if let Some(a) = active.as_mut() {
+                    host_event(name, a, (token - EVENT_TOKEN) as usize);
                 }
                 continue;
             }
@@ -258,6 +283,35 @@ fn run(
             }
             if let Some(a) = active.as_mut() {
                 serve(name, a, index);
+            }
+        }
+    }
+}
+
+/// A handler descriptor is readable: let the handler work, then tell the
+/// guest of the queues it completed buffers in.
+fn host_event(name: &str, a: &mut Activation, which: usize) {
+    if a.interrupt.needs_reset.load(Ordering::SeqCst) {
+        return;
+    }
+    let done = match a.handler.on_event(which, &mut a.queues, &a.mem) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("{name}: {e}; the device needs a reset");
+            a.interrupt.device_broken();
+            return;
+        }
+    };
+    for index in done {
+        let Some(Some(queue)) = a.queues.get_mut(index) else {
+            continue;
+        };
+        match queue.needs_notification(&a.mem) {
+            Ok(true) => a.interrupt.queue(index),
+            Ok(false) => {}
+            Err(e) => {
+                error!("{name}: queue {index}: {e}");
+                a.interrupt.device_broken();
             }
         }
     }
@@ -282,8 +336,8 @@ fn serve(name: &str, a: &mut Activation, index: usize) {
             Err(e) => break Err(e.to_string()),
         }
         match queue.enable_notification(mem) {
-            Ok(true) => continue,
-            Ok(false) => break Ok(()),
+            Ok(true) if a.handler.drains(index) => continue,
+            Ok(_) => break Ok(()),
             Err(e) => break Err(e.to_string()),
         }
     };

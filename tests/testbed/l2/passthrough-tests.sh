@@ -701,6 +701,80 @@ dd if=/tmp/pat of=/dev/vda bs=1M seek=30 conv=fsync 2>/dev/null && echo PT-QCOW2
   rm -rf "$d"
 }
 
+# virtio-net on a tap (issue 9 item 4): L1 makes the tap ttap0
+# (10.10.0.1/24) and serves two TCP ports; the guest (10.10.0.2) pings L1,
+# sends it 64 MiB and receives 64 MiB; both sha256s must be the stream's.
+t_net() {
+  local name=virtio-net want srv ird res got_up got_down
+  command -v ip > /dev/null || { result "$name" 0 "ip (iproute2) is missing in L1"; return; }
+  ip link del ttap0 2> /dev/null
+  if ! { ip tuntap add dev ttap0 mode tap && ip addr add 10.10.0.1/24 dev ttap0 && ip link set ttap0 up; }; then
+    result "$name" 0 "cannot make the tap ttap0 in L1 (tun module?)"
+    return
+  fi
+  want=$(yes tessera-net | head -c 67108864 | sha256sum | cut -d' ' -f1)
+  res=$LOGDIR/$name.server
+  python3 - "$res" <<'PY' &
+import hashlib, socket, sys, threading
+out = sys.argv[1]
+N = 64 << 20
+def stream():
+    chunk = b"tessera-net\n" * 8192
+    sent = 0
+    while sent < N:
+        piece = chunk[: min(len(chunk), N - sent)]
+        yield piece
+        sent += len(piece)
+def up(s):
+    c, _ = s.accept()
+    h, n = hashlib.sha256(), 0
+    while n < N:
+        b = c.recv(1 << 16)
+        if not b:
+            break
+        h.update(b); n += len(b)
+    c.close()
+    with open(out + ".up", "w") as f:
+        f.write(f"{h.hexdigest()} {n}\n")
+def down(s):
+    c, _ = s.accept()
+    for piece in stream():
+        c.sendall(piece)
+    c.shutdown(socket.SHUT_WR)
+    c.close()
+socks = []
+for port, fn in ((5001, up), (5002, down)):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("10.10.0.1", port)); s.listen(1); s.settimeout(300)
+    t = threading.Thread(target=fn, args=(s,), daemon=True); t.start(); socks.append(t)
+for t in socks:
+    t.join(320)
+PY
+  srv=$!
+  # shellcheck disable=SC2016  # guest code
+  ird=$(make_check "$name" 'ifc=$(ls /sys/class/net | grep -v "^lo$" | head -1)
+ip link set "$ifc" up && ip addr add 10.10.0.2/24 dev "$ifc"
+p=$(ping -c 3 -W 3 10.10.0.1 2>&1 | grep -o "[0-9]* packets received")
+[ "$p" = "3 packets received" ] && ok NET-PING "$ifc: ping 10.10.0.1: $p" || no NET-PING "$ifc: ping: $p"
+yes tessera-net | head -c 67108864 | nc 10.10.0.1 5001
+d=$(nc 10.10.0.1 5002 < /dev/null | sha256sum | cut -d" " -f1)
+[ "$d" = '"$want"' ] && ok NET-DOWN "64 MiB from L1, sha256 matches" || no NET-DOWN "64 MiB from L1: sha256 $d"')
+  SER=$LOGDIR/$name.serial OUT=$LOGDIR/$name.vmm
+  local t0=${EPOCHREALTIME/./} secs
+  "$T" run --log-level "${TESSERA_LOG_LEVEL:-warn}" --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" --net "tap=ttap0,mac=52:54:00:12:34:56" \
+    --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null
+  RC=$?
+  secs=$(( (${EPOCHREALTIME/./} - t0) / 1000000 ))
+  kill $srv 2> /dev/null; wait $srv 2> /dev/null
+  got_up=$(cut -d' ' -f1 "$res.up" 2> /dev/null); got_down=$(g NET-DOWN)
+  ip link del ttap0 2> /dev/null
+  if [ $RC = 0 ] && gok NET-PING && gok NET-DOWN && [ "$got_up" = "$want" ] && grep -aq 'L2-CHECK rc=0' "$SER"; then
+    result "$name" 1 "exit 0 in ${secs}s; $(g NET-PING); 64 MiB guest -> L1: sha256 matches; $got_down"
+  else
+    result "$name" 0 "exit $RC after ${secs}s; $(g NET-PING); up: $(cat "$res.up" 2> /dev/null) (want $want); $got_down"
+  fi
+}
+
 # Start/stop cycles with the edu and the igb VF: every run ends by itself,
 # the devices work in the last run as in the first.
 t_cycles() {
@@ -739,6 +813,7 @@ for _ in $(seq 1 "${PT_REPEAT:-1}"); do
   selected virtio-disk-ovmf && t_virtio virtio-disk-ovmf ovmf
   selected disk-boot-ovmf && t_disk_boot
   selected qcow2 && t_qcow2
+  selected virtio-net && t_net
 done
 
 echo "$npass passed, $nfail failed"

@@ -37,12 +37,12 @@
 # Modules L1 loads (dependencies are resolved from the modules themselves):
 # 9p + overlay for the host root, KVM (AMD: `-cpu max` under TCG is an
 # AMD-flavoured CPU with SVM), VFIO, igb (SR-IOV PF) and igbvf.
-L1_MODS=${TESTBED_L1_MODS:-"9p 9pnet_virtio overlay kvm_amd vfio vfio_iommu_type1 vfio_pci igb igbvf"}
+L1_MODS=${TESTBED_L1_MODS:-"9p 9pnet_virtio overlay kvm_amd vfio vfio_iommu_type1 vfio_pci igb igbvf tun"}
 # Modules the L2 guest loads (efivarfs: the UEFI variable tests).
 L2_MODS=${TESTBED_L2_MODS:-efivarfs}
 # Modules of the L2 passthrough guest ($CACHE/l2pt, the L1 kernel), to which
 # tessera_edu (l2/edu/) is added.
-L2PT_MODS=${TESTBED_L2PT_MODS:-"igbvf nvme virtio_blk virtio_rng"}
+L2PT_MODS=${TESTBED_L2PT_MODS:-"igbvf nvme virtio_blk virtio_rng virtio_net"}
 # Bump when build_edu_module's recipe changes in a way that changes the module.
 EDU_RECIPE=1
 # Debian packages build_edu_module needs (gcc-12: Debian's 6.12 kernels are
@@ -175,7 +175,8 @@ stamped() { [ -f "$1/.version" ] && [ "$(cat "$1/.version")" = "$2" ]; }
 fetch_kernel() {
   local role=$1 pkg=$2 ver=$3 d=$CACHE/$1 x kver
   shift 3
-  stamped "$d" "$pkg $ver" && [ -f "$d/modules.order" ] && return 0
+  # the stamp names the module list too: a changed list refetches
+  stamped "$d" "$pkg $ver $*" && [ -f "$d/modules.order" ] && return 0
   x=$CACHE/x-$role
   fetch_deb "$pkg" "$ver" "$x"
   kver=$(ls "$x/lib/modules")
@@ -186,7 +187,7 @@ fetch_kernel() {
   python3 "$TB_DIR/l1/kmod-resolve.py" "$x/lib/modules/$kver" "$d/modules" "$@" > "$d/modules.order" ||
     die "resolving $role modules failed"
   rm -rf "$x" "$d/initrd.gz"
-  echo "$pkg $ver" > "$d/.version"
+  echo "$pkg $ver $*" > "$d/.version"
   log "$role kernel $kver, modules: $(tr '\n' ' ' < "$d/modules.order")"
 }
 
