@@ -107,6 +107,33 @@ pub const VCPU: &[(libc::c_long, &str)] = syscalls![
     SYS_getrandom,
 ];
 
+/// The virtio device workers (`blk0`, `net0`, `rng`), from their first
+/// activation on: waiting on doorbells and taps, moving guest pages to and
+/// from images (raw: preadv/pwritev; qcow2: imago's pread/pwrite, growth
+/// and sync), discard and write-zeroes, entropy reads, the allocator, and
+/// what a panic needs. Every entry is also in [`MAIN`].
+#[rustfmt::skip]
+pub const WORKER: &[(libc::c_long, &str)] = syscalls![
+    SYS_read, SYS_write, SYS_pread64, SYS_pwrite64, SYS_preadv, SYS_pwritev,
+    SYS_lseek, SYS_fstat, SYS_newfstatat, SYS_statx, SYS_fcntl, SYS_close,
+    SYS_fsync, SYS_fdatasync, SYS_fallocate,
+    SYS_epoll_wait, SYS_epoll_ctl,
+    SYS_mmap, SYS_munmap, SYS_mprotect, SYS_madvise, SYS_mremap, SYS_brk,
+    SYS_futex, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_sigaltstack,
+    SYS_gettid, SYS_sched_yield, SYS_nanosleep, SYS_clock_nanosleep,
+    SYS_clock_gettime, SYS_getrandom, SYS_prctl, SYS_restart_syscall,
+    SYS_exit, SYS_exit_group,
+    // answered EACCES by WORKER_REFUSED (glibc reads
+    // /proc/sys/vm/overcommit_memory when it trims a thread's malloc arena,
+    // and copes when it cannot)
+    SYS_openat,
+];
+
+/// Calls a worker thread gets an error for instead of the process dying:
+/// a second filter, whose EACCES wins over the first one's allow.
+#[rustfmt::skip]
+const WORKER_REFUSED: &[(libc::c_long, &str)] = syscalls![SYS_openat];
+
 /// Calls no list allows, named for the SIGSYS message.
 #[rustfmt::skip]
 const OTHERS: &[(libc::c_long, &str)] = syscalls![
@@ -131,6 +158,7 @@ pub fn is_active() -> bool {
 pub fn syscall_name(nr: i64) -> &'static str {
     MAIN.iter()
         .chain(VCPU)
+        .chain(WORKER)
         .chain(OTHERS)
         .find(|(n, _)| *n == nr)
         .map_or("?", |(_, name)| name.trim_start_matches("SYS_"))
@@ -177,6 +205,31 @@ pub fn apply_vcpu(mode: SeccompMode) -> Result<(), SeccompError> {
     }
     let prog = program("vCPU", VCPU, mode)?;
     seccompiler::apply_filter(&prog).map_err(|e| SeccompError::Apply("vCPU", e))
+}
+
+/// Add [`WORKER`] to the calling device worker thread.
+pub fn apply_worker(mode: SeccompMode) -> Result<(), SeccompError> {
+    if mode == SeccompMode::Off {
+        return Ok(());
+    }
+    // The refusals first: the allow-list does not allow seccomp() itself.
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = WORKER_REFUSED
+        .iter()
+        .map(|(nr, _)| (*nr, Vec::new()))
+        .collect();
+    let refuse = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(|e| SeccompError::Build("device worker", e))?;
+    let refuse: BpfProgram = refuse
+        .try_into()
+        .map_err(|e| SeccompError::Build("device worker", e))?;
+    seccompiler::apply_filter(&refuse).map_err(|e| SeccompError::Apply("device worker", e))?;
+    let prog = program("device worker", WORKER, mode)?;
+    seccompiler::apply_filter(&prog).map_err(|e| SeccompError::Apply("device worker", e))
 }
 
 /// `si_syscall` of a SIGSYS siginfo (the `_sigsys` member of the union:
@@ -255,7 +308,7 @@ mod tests {
 
     #[test]
     fn vcpu_calls_are_all_allowed_on_main_too() {
-        for (nr, name) in VCPU {
+        for (nr, name) in VCPU.iter().chain(WORKER) {
             assert!(
                 MAIN.iter().any(|(m, _)| m == nr),
                 "{name} is in VCPU but not in MAIN: the main filter, inherited by vCPU threads, would forbid it"
@@ -264,10 +317,26 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_cannot_open_files_and_survives_trying() {
+        let r = std::thread::spawn(|| {
+            apply_worker(SeccompMode::On).unwrap();
+            std::fs::File::open("/proc/sys/vm/overcommit_memory").map(|_| ())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            r.unwrap_err().kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "EACCES, not a dead process"
+        );
+    }
+
+    #[test]
     fn filters_compile_and_names_resolve() {
         for mode in [SeccompMode::On, SeccompMode::Log] {
             assert!(!program("main", MAIN, mode).unwrap().is_empty());
             assert!(!program("vCPU", VCPU, mode).unwrap().is_empty());
+            assert!(!program("worker", WORKER, mode).unwrap().is_empty());
         }
         assert_eq!(syscall_name(libc::SYS_ioctl), "ioctl");
         assert_eq!(syscall_name(libc::SYS_reboot), "reboot");

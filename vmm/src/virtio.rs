@@ -129,7 +129,12 @@ pub fn attach(
                 queues: d.queues,
             },
         );
-        let model = VirtioPci::new(Box::new(block), mem.clone(), format!("blk{i}"))?;
+        let model = VirtioPci::with_worker_hook(
+            Box::new(block),
+            mem.clone(),
+            format!("blk{i}"),
+            worker_jail(cfg),
+        )?;
         place(model, &mut out)?;
         if let Some(&(bdf, _)) = out.functions.last() {
             out.disks.push(bdf);
@@ -146,13 +151,23 @@ pub fn attach(
                 .join(":")
         );
         let net = Net::new(tap, name, mac);
-        let model = VirtioPci::new(Box::new(net), mem.clone(), format!("net{i}"))?;
+        let model = VirtioPci::with_worker_hook(
+            Box::new(net),
+            mem.clone(),
+            format!("net{i}"),
+            worker_jail(cfg),
+        )?;
         place(model, &mut out)?;
     }
     if cfg.rng {
         let urandom = std::fs::File::open("/dev/urandom").map_err(VirtioError::Urandom)?;
         let rng = Rng::new(urandom, RngOptions::default());
-        let model = VirtioPci::new(Box::new(rng), mem.clone(), "rng".into())?;
+        let model = VirtioPci::with_worker_hook(
+            Box::new(rng),
+            mem.clone(),
+            "rng".into(),
+            worker_jail(cfg),
+        )?;
         place(model, &mut out)?;
     }
     Ok(out)
@@ -216,4 +231,13 @@ fn open_tap(name: Option<&str>) -> Result<(std::fs::File, String), String> {
         .map(|&c| c as u8)
         .collect();
     Ok((tun, String::from_utf8_lossy(&got).into_owned()))
+}
+
+/// The worker's own seccomp filter, added by the worker thread before it
+/// first serves the guest ([`crate::seccomp::WORKER`]).
+fn worker_jail(cfg: &VmConfig) -> Option<devices::virtio::worker::OnFirstStart> {
+    let mode = cfg.seccomp;
+    Some(Box::new(move || {
+        crate::seccomp::apply_worker(mode).map_err(|e| e.to_string())
+    }))
 }

@@ -162,6 +162,17 @@ impl VirtioPci {
         mem: GuestMemoryMmap,
         thread: String,
     ) -> Result<Self, VirtioPciError> {
+        Self::with_worker_hook(device, mem, thread, None)
+    }
+
+    /// Like [`new`](Self::new); the worker runs `on_first_start` (e.g. its
+    /// seccomp filter) before it serves the guest for the first time.
+    pub fn with_worker_hook(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemoryMmap,
+        thread: String,
+        on_first_start: Option<super::worker::OnFirstStart>,
+    ) -> Result<Self, VirtioPciError> {
         let name = device.name();
         let ty = device.device_type();
         let (class, subclass, prog_if) = device.pci_class();
@@ -228,7 +239,7 @@ impl VirtioPci {
             .map(|_| EventFd::new(libc::EFD_NONBLOCK).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| VirtioPciError::EventFd(name.clone(), e))?;
-        let worker = Worker::start(name.clone(), thread, kicks.clone())?;
+        let worker = Worker::start(name.clone(), thread, kicks.clone(), on_first_start)?;
         Ok(Self {
             name,
             device,

@@ -83,6 +83,11 @@ pub struct Activation {
     pub interrupt: Interrupt,
 }
 
+/// Run by the worker thread itself before it serves its first
+/// activation (the VMM's per-thread seccomp filter; by then the process's
+/// filter is in place, so adding one cannot disturb it).
+pub type OnFirstStart = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 enum Command {
     Start(Box<Activation>),
     Reset,
@@ -126,6 +131,7 @@ impl Worker {
         name: String,
         thread_name: String,
         kicks: Vec<Arc<EventFd>>,
+        on_first_start: Option<OnFirstStart>,
     ) -> Result<Self, WorkerError> {
         let err = |e| WorkerError::Start(name.clone(), e);
         let control = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(err)?);
@@ -152,7 +158,7 @@ impl Worker {
         let thread_label = name.clone();
         let handle = std::thread::Builder::new()
             .name(thread_name)
-            .spawn(move || run(&thread_label, epoll, ctl, kicks, rx, ack_tx))
+            .spawn(move || run(&thread_label, epoll, ctl, kicks, rx, ack_tx, on_first_start))
             .map_err(err)?;
         Ok(Self {
             name,
@@ -216,6 +222,7 @@ fn run(
     kicks: Vec<Arc<EventFd>>,
     rx: Receiver<Command>,
     acks: Sender<()>,
+    mut on_first_start: Option<OnFirstStart>,
 ) {
     let mut active: Option<Box<Activation>> = None;
     let mut events = vec![EpollEvent::default(); kicks.len() + 9];
@@ -235,6 +242,13 @@ fn run(
                 while let Ok(c) = rx.try_recv() {
                     match c {
                         Command::Start(a) => {
+                            if let Some(hook) = on_first_start.take() {
+                                if let Err(e) = hook() {
+                                    error!("{name}: {e}; the device stays inactive");
+                                    on_first_start = Some(Box::new(move || Err(e)));
+                                    continue;
+                                }
+                            }
                             debug!("{name}: activated");
                             for (i, fd) in a.handler.event_fds().into_iter().enumerate() {
                                 let ev = EpollEvent::new(
