@@ -78,6 +78,11 @@ pub enum ConfigError {
     /// `--disk` value not understood.
     #[error("invalid --disk '{0}': {1}")]
     BadDisk(String, String),
+    /// `--virtio-console` value not understood.
+    #[error(
+        "invalid --virtio-console '{0}': use file=FILE (the guest's /dev/hvc0 output is appended to FILE)"
+    )]
+    BadVirtioConsole(String),
     /// `--net` value not understood.
     #[error("invalid --net '{0}': {1}")]
     BadNet(String, String),
@@ -731,6 +736,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskSpec>,
     /// virtio-net cards.
     pub nets: Vec<NetSpec>,
+    /// A virtio-console whose output goes to this file.
+    pub virtio_console: Option<PathBuf>,
     /// A virtio-rng device.
     pub rng: bool,
     /// `--vf-create N`: create N VFs on a `vf=PF` device's PF when it
@@ -767,6 +774,7 @@ impl VmConfig {
             devices: Vec::new(),
             disks: Vec::new(),
             nets: Vec::new(),
+            virtio_console: None,
             rng: false,
             vf_create: None,
             vfio: VfioMode::Auto,

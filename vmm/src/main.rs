@@ -123,6 +123,10 @@ struct RunArgs {
     /// mac=MAC sets the guest's address. Repeatable.
     #[arg(long, value_name = "tap[=NAME][,mac=MAC]")]
     net: Vec<String>,
+    /// A virtio-console (the guest's /dev/hvc0) whose output is appended to
+    /// FILE: a second console next to the serial one.
+    #[arg(long, value_name = "file=FILE")]
+    virtio_console: Option<String>,
     /// A virtio-rng device fed from the host's /dev/urandom (1 MiB/s).
     #[arg(long)]
     rng: bool,
@@ -225,6 +229,13 @@ fn config(args: &RunArgs) -> Result<VmConfig, ConfigError> {
         .iter()
         .map(|s| s.parse::<NetSpec>())
         .collect::<Result<_, _>>()?;
+    cfg.virtio_console = match args.virtio_console.as_deref() {
+        None => None,
+        Some(v) => match v.strip_prefix("file=") {
+            Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+            _ => return Err(ConfigError::BadVirtioConsole(v.to_string())),
+        },
+    };
     cfg.rng = args.rng;
     cfg.vf_create = args.vf_create;
     cfg.vfio = args.vfio.parse::<VfioMode>()?;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use devices::pci::Bdf;
 use devices::virtio::block::{Block, BlockBackend, BlockOptions, DiskError, RawFile};
+use devices::virtio::console::Console;
 use devices::virtio::net::Net;
 use devices::virtio::pci::{VirtioPci, VirtioPciError};
 use devices::virtio::qcow2;
@@ -45,6 +46,9 @@ pub enum VirtioError {
     /// The tap could not be had.
     #[error("--net: {0}")]
     Tap(String),
+    /// The console's file could not be opened.
+    #[error("--virtio-console: cannot open {0}: {1}")]
+    Console(String, std::io::Error),
     /// `/dev/urandom` could not be opened.
     #[error("virtio-rng: cannot open /dev/urandom: {0}")]
     Urandom(std::io::Error),
@@ -155,6 +159,21 @@ pub fn attach(
             Box::new(net),
             mem.clone(),
             format!("net{i}"),
+            worker_jail(cfg),
+        )?;
+        place(model, &mut out)?;
+    }
+    if let Some(path) = &cfg.virtio_console {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| VirtioError::Console(path.display().to_string(), e))?;
+        let console = Console::new(file, path.display().to_string());
+        let model = VirtioPci::with_worker_hook(
+            Box::new(console),
+            mem.clone(),
+            "console".into(),
             worker_jail(cfg),
         )?;
         place(model, &mut out)?;

@@ -136,6 +136,14 @@ fn bad_input_gets_one_line_and_status_2() {
         ),
         (&["--kernel", good, "--disk", "path=x,cache=fast"], "--disk"),
         (
+            &["--kernel", good, "--virtio-console", "stdout"],
+            "--virtio-console",
+        ),
+        (
+            &["--kernel", good, "--net", "mac=52:54:00:00:00:01"],
+            "give tap=NAME",
+        ),
+        (
             &[
                 "--kernel",
                 good,

@@ -22,6 +22,7 @@
 
 pub mod block;
 pub mod chain;
+pub mod console;
 pub mod net;
 pub mod pci;
 pub mod qcow2;

@@ -507,11 +507,14 @@ n=\$(dd if=/dev/hwrng bs=512 count=8 2>/dev/null | wc -c)
 case \"\$rc\" in virtio*) [ \"\$n\" = 4096 ] && ok VIRTIO-RNG \"rng_current \$rc, 4096 bytes from /dev/hwrng\" || no VIRTIO-RNG \"\$n bytes\";; *) no VIRTIO-RNG \"rng_current '\$rc'\";; esac
 d=\$(dev_of 0x1af4:0x1042); i=\$(msi_sum \$d); v=\$(msi_count \$d)
 [ \$i -gt 0 ] && ok VIRTIO-IRQ \"virtio-blk: \$v MSI-X vectors, \$i interrupts\" || no VIRTIO-IRQ \"\$v vectors, \$i interrupts\"
+w=0; while [ ! -c /dev/hvc0 ] && [ \$w -lt 30 ]; do sleep 0.1; w=\$((w + 1)); done
+echo TESSERA-HVC-HELLO-\$(cat /proc/sys/kernel/random/boot_id) > /dev/hvc0 && ok VIRTIO-CONSOLE \"wrote to /dev/hvc0\" || no VIRTIO-CONSOLE \"no /dev/hvc0\"
 echo PT-VIRTIO-HOLD > /dev/ttyS0; sleep 4")
   SER=$LOGDIR/$name.serial OUT=$LOGDIR/$name.vmm out2=$LOGDIR/$name-second.vmm
   rm -f "$SER"
   "$T" run "${fw[@]}" --kernel "$KERNEL" --initrd "$ird" --memory 256M --cmdline "$CMDLINE" \
     --disk "path=$img,serial=tessera-disk0" --disk "path=$ro,readonly=on" --rng --stats \
+    --virtio-console "file=$LOGDIR/$name.hvc" \
     --serial "file=$SER" --timeout "$TMO" > "$OUT" 2>&1 < /dev/null &
   pid=$!
   while ! grep -aq 'PT-VIRTIO-HOLD' "$SER" 2>/dev/null && [ $w -lt 2400 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; w=$((w + 1)); done
@@ -530,6 +533,11 @@ echo PT-VIRTIO-HOLD > /dev/ttyS0; sleep 4")
     result "$name" 0 "exit $RC; image at 40 MiB $got (want $want); guest: $(tr -d '\r' < "$SER" | grep -a 'PT-.* FAIL' | tr '\n' ';')"
   fi
   if gok VIRTIO-RNG; then result "$name-rng" 1 "$(g VIRTIO-RNG)"; else result "$name-rng" 0 "$(g VIRTIO-RNG)"; fi
+  if gok VIRTIO-CONSOLE && grep -q '^TESSERA-HVC-HELLO-' "$LOGDIR/$name.hvc" 2> /dev/null; then
+    result "$name-console" 1 "the guest's /dev/hvc0 line is in the --virtio-console file: $(head -c 80 "$LOGDIR/$name.hvc")"
+  else
+    result "$name-console" 0 "$(g VIRTIO-CONSOLE); file: $(head -c 200 "$LOGDIR/$name.hvc" 2> /dev/null)"
+  fi
   if [ $rc2 = 2 ] && grep -q 'in use by another process' "$out2"; then
     result "$name-lock" 1 "a second tessera with the same image: exit 2, $(grep -m1 -o 'disk .*locked[^;]*' "$out2")"
   else
