@@ -2,7 +2,9 @@
 # VFIO passthrough tests: L1's stand-ins for GPU VFs (an igb VF, edu, an NVMe
 # controller, bochs-display, ivshmem-plain; see lib/l1.sh) handed to L2
 # guests by tessera.  Runs inside L1 (`testbed passthrough-tests`): it binds
-# the devices to vfio-pci (l1/vfio-setup.sh).
+# the devices to vfio-pci (l1/vfio-setup.sh).  The same guest also checks
+# tessera's virtio devices here (virtio-disk*, disk-boot-ovmf, qcow2*,
+# virtio-net: disks, OVMF booting a disk, qcow2 chains, a tap in L1).
 #
 #   passthrough-tests.sh --cache DIR --logdir DIR
 #
