@@ -458,6 +458,11 @@ impl Vcpu {
                 "\ncs={:#06x} base={:#x} ds={:#06x} ss={:#06x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
                 sr.cs.selector, sr.cs.base, sr.ds.selector, sr.ss.selector, sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.efer
             ));
+            if regs.rip == 0xfff0 && sr.cs.base == 0xffff_0000 && sr.cr0 & 1 == 0 {
+                s.push_str(
+                    "\n(these are the reset vector's registers, not the fault's: KVM on AMD SVM resets the vCPU when it reports a shutdown)",
+                );
+            }
         }
         s
     }
