@@ -78,11 +78,6 @@ pub struct VirtioDevices {
 }
 
 impl VirtioDevices {
-    /// (address, name) of each device.
-    pub fn functions(&self) -> &[(Bdf, String)] {
-        &self.functions
-    }
-
     /// The virtio-blk functions, in `--disk` order.
     pub fn disks(&self) -> &[Bdf] {
         &self.disks

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::{debug, warn};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::{Chain, ChainError, Segments, read_file_into, write_file_from};
+use super::chain::{Chain, ChainError, Segments, complete_each, read_file_into, write_file_from};
 use super::{QueueError, QueueHandler, TYPE_BLOCK, VirtioDevice, read_le_fields};
 
 /// Sector size of the protocol.
@@ -493,43 +493,34 @@ impl QueueHandler for BlockHandler {
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<usize, QueueError> {
-        let mut done = 0;
-        while let Some(c) = queue.pop_descriptor_chain(mem) {
-            let head = c.head_index();
-            let used = match Chain::parse(c, mem) {
-                Ok(mut chain) => match chain.writable.take_back(1) {
-                    None => {
-                        warn!(
-                            "{}: a request without a status byte: dropped",
-                            self.options.name
-                        );
-                        0
-                    }
-                    Some(status_byte) => {
-                        let (status, written) = match self.execute(&mut chain, mem) {
-                            Ok(r) => r,
-                            Err(e) => {
-                                warn!("{}: malformed request: {e}", self.options.name);
-                                (S_IOERR, 0)
-                            }
-                        };
-                        match status_byte.write_from(mem, &[status]) {
-                            Ok(_) => written as u32 + 1,
-                            Err(_) => 0,
-                        }
-                    }
-                },
-                Err(e) => {
-                    warn!("{}: malformed request: {e}", self.options.name);
+        complete_each(index, queue, mem, |parsed| match parsed {
+            Ok(mut chain) => match chain.writable.take_back(1) {
+                None => {
+                    warn!(
+                        "{}: a request without a status byte: dropped",
+                        self.options.name
+                    );
                     0
                 }
-            };
-            queue
-                .add_used(mem, head, used)
-                .map_err(|source| QueueError::Ring { index, source })?;
-            done += 1;
-        }
-        Ok(done)
+                Some(status_byte) => {
+                    let (status, written) = match self.execute(&mut chain, mem) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            warn!("{}: malformed request: {e}", self.options.name);
+                            (S_IOERR, 0)
+                        }
+                    };
+                    match status_byte.write_from(mem, &[status]) {
+                        Ok(_) => written as u32 + 1,
+                        Err(_) => 0,
+                    }
+                }
+            },
+            Err(e) => {
+                warn!("{}: malformed request: {e}", self.options.name);
+                0
+            }
+        })
     }
 }
 

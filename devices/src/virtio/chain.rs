@@ -236,6 +236,29 @@ impl Chain {
     }
 }
 
+/// Pop every chain the guest made available in `queue` (queue number
+/// `index`), hand each to `serve` parsed (or the reason it could not be),
+/// and return it to the guest as used with the length `serve` gives.
+/// Returns how many chains were completed.
+pub fn complete_each(
+    index: usize,
+    queue: &mut virtio_queue::Queue,
+    mem: &GuestMemoryMmap,
+    mut serve: impl FnMut(Result<Chain, ChainError>) -> u32,
+) -> Result<usize, super::QueueError> {
+    use virtio_queue::QueueT;
+    let mut done = 0;
+    while let Some(c) = queue.pop_descriptor_chain(mem) {
+        let head = c.head_index();
+        let used = serve(Chain::parse(c, mem));
+        queue
+            .add_used(mem, head, used)
+            .map_err(|source| super::QueueError::Ring { index, source })?;
+        done += 1;
+    }
+    Ok(done)
+}
+
 /// Largest iovec count per call (the kernel's IOV_MAX).
 const IOV_MAX: usize = 1024;
 

@@ -11,10 +11,10 @@ use std::fs::File;
 use std::io::Write;
 
 use log::warn;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::Chain;
+use super::chain::complete_each;
 use super::{QueueError, QueueHandler, VirtioDevice};
 
 /// Device type: console.
@@ -96,10 +96,8 @@ impl QueueHandler for ConsoleHandler {
             // receive buffers wait: nothing is sent to the guest
             return Ok(0);
         }
-        let mut used = 0;
-        while let Some(c) = queue.pop_descriptor_chain(mem) {
-            let head = c.head_index();
-            match Chain::parse(c, mem) {
+        complete_each(index, queue, mem, |parsed| {
+            match parsed {
                 Ok(chain) => {
                     let n = chain.readable.len().min(MAX_CHUNK) as usize;
                     let mut buf = vec![0u8; n];
@@ -119,12 +117,8 @@ impl QueueHandler for ConsoleHandler {
                 }
                 Err(e) => warn!("{}: malformed transmit chain: {e}", self.name),
             }
-            queue
-                .add_used(mem, head, 0)
-                .map_err(|source| QueueError::Ring { index, source })?;
-            used += 1;
-        }
-        Ok(used)
+            0
+        })
     }
 
     fn drains(&self, index: usize) -> bool {

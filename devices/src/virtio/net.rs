@@ -21,7 +21,7 @@ use log::{debug, warn};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::Chain;
+use super::chain::{Chain, complete_each};
 use super::{QueueError, QueueHandler, TYPE_NET, VirtioDevice, read_le_fields};
 
 /// Feature: the MAC address in the configuration is valid.
@@ -200,10 +200,8 @@ impl NetHandler {
 
     /// Send every frame the guest queued; returns how many chains were used.
     fn drain_tx(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<usize, QueueError> {
-        let mut used = 0;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            match Chain::parse(chain, mem) {
+        complete_each(TX, queue, mem, |parsed| {
+            match parsed {
                 Ok(c) if (HDR_LEN..=HDR_LEN + MAX_FRAME).contains(&(c.readable.len() as usize)) => {
                     let n = c.readable.len() as usize;
                     let buf = &mut self.buf[..n];
@@ -227,12 +225,8 @@ impl NetHandler {
                 }
                 Err(e) => warn!("{}: malformed transmit chain: {e}", self.name),
             }
-            queue
-                .add_used(mem, head, 0)
-                .map_err(|source| QueueError::Ring { index: TX, source })?;
-            used += 1;
-        }
-        Ok(used)
+            0
+        })
     }
 }
 

@@ -12,10 +12,10 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use log::warn;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::Chain;
+use super::chain::complete_each;
 use super::{QueueError, QueueHandler, TYPE_RNG, VirtioDevice};
 
 /// Longest wait for tokens per request.
@@ -138,30 +138,24 @@ impl QueueHandler for RngHandler {
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<usize, QueueError> {
-        let mut done = 0;
-        while let Some(c) = queue.pop_descriptor_chain(mem) {
-            let head = c.head_index();
-            let mut used = 0u32;
-            match Chain::parse(c, mem) {
-                Ok(chain) => {
-                    let want = (chain.writable.len() as usize).min(MAX_REQUEST);
-                    if want > 0 {
-                        let n = self.grant(want);
-                        let mut buf = vec![0u8; n];
-                        let filled = match &mut self.source {
-                            Some(f) => f.read(&mut buf).unwrap_or(0),
-                            None => 0,
-                        };
-                        used = chain.writable.write_from(mem, &buf[..filled]).unwrap_or(0) as u32;
-                    }
+        complete_each(index, queue, mem, |parsed| match parsed {
+            Ok(chain) => {
+                let want = (chain.writable.len() as usize).min(MAX_REQUEST);
+                if want == 0 {
+                    return 0;
                 }
-                Err(e) => warn!("virtio-rng: malformed request: {e}"),
+                let n = self.grant(want);
+                let mut buf = vec![0u8; n];
+                let filled = match &mut self.source {
+                    Some(f) => f.read(&mut buf).unwrap_or(0),
+                    None => 0,
+                };
+                chain.writable.write_from(mem, &buf[..filled]).unwrap_or(0) as u32
             }
-            queue
-                .add_used(mem, head, used)
-                .map_err(|source| QueueError::Ring { index, source })?;
-            done += 1;
-        }
-        Ok(done)
+            Err(e) => {
+                warn!("virtio-rng: malformed request: {e}");
+                0
+            }
+        })
     }
 }

@@ -317,16 +317,26 @@ fn host_event(name: &str, a: &mut Activation, which: usize) {
         }
     };
     for index in done {
-        let Some(Some(queue)) = a.queues.get_mut(index) else {
-            continue;
-        };
-        match queue.needs_notification(&a.mem) {
-            Ok(true) => a.interrupt.queue(index),
-            Ok(false) => {}
-            Err(e) => {
-                error!("{name}: queue {index}: {e}");
-                a.interrupt.device_broken();
-            }
+        if let Some(Some(queue)) = a.queues.get_mut(index) {
+            notify_if_asked(name, queue, &a.mem, &a.interrupt, index);
+        }
+    }
+}
+
+/// Queue `index` got used buffers: interrupt the guest if it asked to be.
+fn notify_if_asked(
+    name: &str,
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    interrupt: &Interrupt,
+    index: usize,
+) {
+    match queue.needs_notification(mem) {
+        Ok(true) => interrupt.queue(index),
+        Ok(false) => {}
+        Err(e) => {
+            error!("{name}: queue {index}: {e}");
+            interrupt.device_broken();
         }
     }
 }
@@ -361,13 +371,6 @@ fn serve(name: &str, a: &mut Activation, index: usize) {
         return;
     }
     if completed > 0 {
-        match queue.needs_notification(mem) {
-            Ok(true) => a.interrupt.queue(index),
-            Ok(false) => {}
-            Err(e) => {
-                error!("{name}: queue {index}: {e}");
-                a.interrupt.device_broken();
-            }
-        }
+        notify_if_asked(name, queue, mem, &a.interrupt, index);
     }
 }
