@@ -26,16 +26,17 @@ impl Log for Stderr {
             return;
         }
         let t = self.start.elapsed();
-        let mut err = std::io::stderr().lock();
         // A message may span lines (register dumps); indent the rest.
         let msg = r.args().to_string().replace('\n', "\n    ");
-        let _ = writeln!(
-            err,
-            "[{:>4}.{:03}] tessera {}: {msg}",
+        // One write per message: stderr is unbuffered, and a line written
+        // in pieces interleaves with other threads' lines in a shared log.
+        let line = format!(
+            "[{:>4}.{:03}] tessera {}: {msg}\n",
             t.as_secs(),
             t.subsec_millis(),
             level.as_str().to_lowercase()
         );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}

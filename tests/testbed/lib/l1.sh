@@ -43,6 +43,7 @@
 #   TESTBED_TIMEOUT  hard limit for the whole L1 run, seconds [1800]
 #   TESTBED_STALL    seconds without a heartbeat that end L1 [300]
 #   TESTBED_STALL_RETRIES  new L1 runs after a stall [1]
+#   TESTBED_PANIC_RETRIES  new L1 runs after L1's kernel panicked [1]
 #   TESTBED_QEMU     L0 QEMU binary [qemu-system-x86_64]
 #   TESTBED_MEM      L1 RAM [4G]      TESTBED_SMP  L1 vCPUs [2]
 #   TESTBED_APPEND   extra L1 kernel command line
@@ -176,16 +177,27 @@ l1_report() {
   fi
 }
 
-# cmd_run CMD...: run CMD in L1 (see the header), again after a stall.
+# cmd_run CMD...: run CMD in L1 (see the header), again after a stall or
+# a panic of L1's kernel.
 cmd_run() {
-  local try=0 rc
+  local try=0 ptry=0 rc what
   while :; do
     l1_run_once "$@"
     rc=$?
-    [ "$rc" = 125 ] && grep -qs '^stall:' "$TB_JOB/stalled" || return "$rc"
-    [ "$try" -lt "${TESTBED_STALL_RETRIES:-1}" ] || return "$rc"
-    try=$((try + 1))
-    log "RETRY: L1 stalled ($(cat "$TB_JOB/stalled")); its report is in $TB_JOB/stall.txt; booting L1 again for the whole command (retry $try of ${TESTBED_STALL_RETRIES:-1})"
+    [ "$rc" = 125 ] || return "$rc"
+    if grep -qs '^stall:' "$TB_JOB/stalled"; then
+      [ "$try" -lt "${TESTBED_STALL_RETRIES:-1}" ] || return "$rc"
+      try=$((try + 1))
+      log "RETRY: L1 stalled ($(cat "$TB_JOB/stalled")); its report is in $TB_JOB/stall.txt; booting L1 again for the whole command (retry $try of ${TESTBED_STALL_RETRIES:-1})"
+    elif what=$(grep -a -m1 -A1 'Kernel panic - not syncing' "$TB_JOB/console.log" 2>/dev/null); then
+      # L1's kernel died under L0's emulation (see the header): not CMD's
+      # verdict, so CMD runs again in a fresh L1
+      [ "$ptry" -lt "${TESTBED_PANIC_RETRIES:-1}" ] || return "$rc"
+      ptry=$((ptry + 1))
+      log "RETRY: L1's kernel panicked ($(printf '%s' "$what" | sed 's/^\[ *[0-9.]*\] //' | tr '\n' ' ')); its console log is in $TB_JOB/console.log; booting L1 again for the whole command (retry $ptry of ${TESTBED_PANIC_RETRIES:-1})"
+    else
+      return "$rc"
+    fi
   done
 }
 
