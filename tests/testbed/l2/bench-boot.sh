@@ -22,6 +22,12 @@
 #              RAM mapping(s)), read from /proc/PID/smaps while the guest
 #              holds (after it printed L2-MEM)
 #   overhead   peak_rss - guest_mem: what the VMM itself costs
+#   pre_kernel marker_s minus the guest's own uptime at the marker (its
+#              clock starts with the kernel): VMM start plus firmware
+#   first_entry  tessera only (--stats): VMM start to the first vCPU entry
+#   exits      tessera only (--stats): exits by kind (pio, mmio, other)
+#              and by device, printed per row after the table (the
+#              per-device counts of each row's last run)
 # The table shows medians and the tessera/QEMU ratios.  With
 # TESTBED_L2_VMM=qemu the "tessera" rows are the QEMU q35 stand-in.
 set -u
@@ -64,7 +70,7 @@ variant_cmd() { # VARIANT RUN -> NUL-separated argv
     tessera)
       if [ "${TESTBED_L2_VMM:-tessera}" = tessera ]; then
         tessera_cmd --kernel "$K" --initrd "$I" --cmdline "$CMDLINE" --memory "$MEM" \
-          --cpus "$CPUS" --serial stdio --timeout "$TMO"
+          --cpus "$CPUS" --serial stdio --timeout "$TMO" --stats
       else
         printf '%s\0' "${q[@]}" -M q35 "${common[@]}"
       fi ;;
@@ -74,7 +80,7 @@ variant_cmd() { # VARIANT RUN -> NUL-separated argv
       rm -f "$vars"
       tessera_cmd --firmware "$OVMF_CODE" --vars "$vars" --vars-template "$OVMF_TEMPLATE" \
         --kernel "$K" --initrd "$I" --cmdline "$CMDLINE" --memory "$MEM" \
-        --cpus "$CPUS" --serial stdio --timeout "$TMO" ;;
+        --cpus "$CPUS" --serial stdio --timeout "$TMO" --stats ;;
     qemu-q35-ovmf)
       cp "$OVMF_TEMPLATE" "$vars"
       printf '%s\0' "${q[@]}" -M q35 \
@@ -93,11 +99,15 @@ guest_rss_kb() {
 
 fmt_s() { printf '%d.%02d' $(( $1 / 1000000 )) $(( $1 / 10000 % 100 )); }
 
-# measure VARIANT RUN -> appends "variant run marker_us total_us peak_kb guest_kb rc" to $DATA
+# measure VARIANT RUN -> appends "variant run marker_us total_us peak_kb
+# guest_kb rc uptime_us first_entry_us exits pio mmio other" to $DATA (-1:
+# not known) and the run's per-device lines to $DATA.dev
 DATA=$LOGDIR/bench.data
 : > "$DATA"
+: > "$DATA.dev"
 measure() {
   local v=$1 i=$2 log=$LOGDIR/bench-$1-$2.log pidf timef line pid="" marker=-1 guest=-1 rep="" t0 now
+  local uptime=-1 first=-1 exits="-1 -1 -1 -1" up
   local -a cmd=()
   mapfile -d '' cmd < <(variant_cmd "$v" "$i")
   pidf=$(mktemp) timef=$(mktemp)
@@ -109,7 +119,20 @@ measure() {
     now=${EPOCHREALTIME/./}
     printf '[%s] %s\n' "$(fmt_s $(( now - t0 )))" "$line" >> "$log"
     case $line in
-      *"$MARKER"*) [ "$marker" = -1 ] && marker=$(( now - t0 )) ;;
+      *"$MARKER"*)
+        if [ "$marker" = -1 ]; then
+          marker=$(( now - t0 ))
+          # "uptime=3.11s": the guest kernel's clock at the marker, in us
+          up=${line##*uptime=}; up=${up%%s*}
+          [[ $up =~ ^[0-9]+\.[0-9]+$ ]] && uptime=$(awk -v u="$up" 'BEGIN { printf "%d", u * 1000000 }')
+        fi ;;
+      "tessera-stats: startup "*)
+        up=${line##*first_vcpu_entry_ms=}; up=${up%% *}
+        [[ $up =~ ^[0-9]+(\.[0-9]+)?$ ]] && first=$(awk -v u="$up" 'BEGIN { printf "%d", u * 1000 }') ;;
+      "tessera-stats: exits vcpu=0 "*)
+        exits=$(awk '{ for (f = 1; f <= NF; f++) { split($f, kv, "="); v[kv[1]] = kv[2] } }
+                     END { print v["total"], v["pio"], v["mmio"], v["other"] }' <<< "$line") ;;
+      "tessera-stats: device="*) echo "$v $i ${line#tessera-stats: }" >> "$DATA.dev" ;;
       L2-MEM*)
         rep=${line#L2-MEM }
         pid=$(cat "$pidf")
@@ -125,7 +148,7 @@ measure() {
   read -r peak rc < <(tail -n 1 "$timef")
   rm -f "$pidf" "$timef"
   peak=${peak:--1} rc=${rc:--1}
-  echo "$v $i $marker $total $peak $guest $rc" >> "$DATA"
+  echo "$v $i $marker $total $peak $guest $rc $uptime $first $exits" >> "$DATA"
   printf 'BENCH %-13s run %d: marker %ss, exit %ss (status %s), peak RSS %s KiB, guest RAM touched %s KiB, VMM overhead %s KiB (guest says: %s)\n' \
     "$v" "$i" "$( [ "$marker" -ge 0 ] && fmt_s "$marker" || echo never)" "$(fmt_s "$total")" "$rc" \
     "$peak" "$guest" "$(( peak - guest ))" "${rep:-no L2-MEM line}"
@@ -161,6 +184,15 @@ for n in names:
     med[n] = dict(marker=m(2) / 1e6, total=m(3) / 1e6, peak=m(4) / 1024,
                   guest=m(5) / 1024, over=statistics.median((int(x[4]) - int(x[5])) for x in ok) / 1024,
                   n=len(ok), of=len(r))
+    # the later columns (uptime, first entry, exits) when every run has them
+    def opt(k, scale=1.0, f=None):
+        v = [int(x[k]) for x in ok if len(x) > k and int(x[k]) >= 0]
+        if len(v) != len(ok):
+            return None
+        return statistics.median(f(x) for x in ok) / scale if f else statistics.median(v) / scale
+    med[n].update(uptime=opt(7, 1e6), first=opt(8, 1e3),
+                  pre=opt(7, 1e6, lambda x: int(x[2]) - int(x[7])),
+                  exits=[opt(k) for k in (9, 10, 11, 12)])
 label = {"tessera": "tessera" if sys.argv[2] == "tessera" else "tessera*"}
 print()
 print("| VMM | runs ok | time to marker (s) | time to exit (s) | peak RSS (MiB) | guest RAM touched (MiB) | VMM overhead = peak - guest (MiB) |")
@@ -182,5 +214,51 @@ for ours, q in (("tessera", "qemu-microvm"), ("tessera", "qemu-q35"), ("tessera-
     print(f"| ratio {label.get(ours, ours)}/{q} | | {r('marker')} | {r('total')} | {r('peak')} | {r('guest')} | {r('over')} |")
 print("(medians; times from VMM process start; tessera* = QEMU q35 stand-in, TESTBED_L2_VMM=qemu)" if sys.argv[2] != "tessera"
       else "(medians; times from VMM process start)")
+
+# Where the time goes: before the kernel (VMM start + firmware) and the
+# kernel's own time to the marker; tessera's exits.
+f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
+fi = lambda v: "-" if v is None else f"{v:.0f}"
+print()
+print("| VMM | time to marker (s) | guest uptime at marker (s) | before the kernel = marker - uptime (s) | VMM start to first vCPU entry (ms) | exits | pio | mmio | other |")
+print("|---|---|---|---|---|---|---|---|---|")
+for n in names:
+    d = med[n]
+    if d is None:
+        continue
+    e = d["exits"]
+    print(f"| {label.get(n, n)} | {d['marker']:.2f} | {f(d['uptime'])} | {f(d['pre'])} | {f(d['first'], 1)} | {fi(e[0])} | {fi(e[1])} | {fi(e[2])} | {fi(e[3])} |")
+for ours, q in (("tessera", "qemu-microvm"), ("tessera-ovmf", "qemu-q35-ovmf")):
+    if med.get(ours) and med.get(q) and med[ours]["pre"] is not None and med[q]["pre"]:
+        print(f"| ratio {label.get(ours, ours)}/{q} | {med[ours]['marker'] / med[q]['marker']:.2f} | | {med[ours]['pre'] / med[q]['pre']:.2f} | | | | | |")
+
+# Exits by device (tessera rows, the last run of each): the busiest ranges.
+dev = {}
+try:
+    for l in open(sys.argv[1] + ".dev"):
+        v, run, rest = l.rstrip("\n").split(" ", 2)
+        dev.setdefault(v, {}).setdefault(int(run), []).append(rest)
+except FileNotFoundError:
+    pass
+for v in names:
+    runs = dev.get(v)
+    if not runs:
+        continue
+    last = max(runs)
+    items = []
+    for rest in runs[last]:
+        if "kind=trap" not in rest:
+            continue
+        name = rest.split('"')[1]
+        kv = dict(t.split("=", 1) for t in rest.rsplit('"', 1)[1].split() if "=" in t)
+        items.append((int(kv.get("reads", 0)) + int(kv.get("writes", 0)), name, kv))
+    items.sort(key=lambda t: -t[0])
+    print()
+    print(f"Exits by device, {label.get(v, v)} run {last} (accesses dispatched to each trapped range; top 12):")
+    print()
+    print("| device | bus | base | reads | writes |")
+    print("|---|---|---|---|---|")
+    for total, name, kv in items[:12]:
+        print(f"| {name} | {kv.get('bus', '')} | {kv.get('base', '')} | {kv.get('reads', '')} | {kv.get('writes', '')} |")
 sys.exit(1 if bad else 0)
 EOF
