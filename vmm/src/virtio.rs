@@ -17,7 +17,7 @@ use devices::virtio::net::Net;
 use devices::virtio::pci::{VirtioPci, VirtioPciError};
 use devices::virtio::qcow2;
 use devices::virtio::rng::{Rng, RngOptions};
-use log::info;
+use log::{info, warn};
 use vm_memory::GuestMemoryMmap;
 
 use crate::config::{DiskCache, DiskFormat, VmConfig};
@@ -149,7 +149,8 @@ pub fn attach(
                 .collect::<Vec<_>>()
                 .join(":")
         );
-        let net = Net::new(tap, name, mac);
+        let offloads = tap_takes_offloads(&tap, &name);
+        let net = Net::with_vnet_hdr(tap, name, mac, offloads);
         let model = VirtioPci::with_worker_hook(
             Box::new(net),
             mem.clone(),
@@ -195,9 +196,24 @@ fn default_mac(tap: &str) -> [u8; 6] {
     [0x52, 0x54, 0x00, (h >> 16) as u8, (h >> 8) as u8, h as u8]
 }
 
+/// Whether the tap takes `TUNSETOFFLOAD` (checksum and TSO to its
+/// reader); left at none, which the device sets per driver.
+fn tap_takes_offloads(tap: &std::fs::File, name: &str) -> bool {
+    use devices::virtio::net::set_tap_offloads;
+    let all = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    match set_tap_offloads(tap, all).and_then(|()| set_tap_offloads(tap, 0)) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("tap {name}: TUNSETOFFLOAD: {e}; virtio-net offers no checksum or TSO offload");
+            false
+        }
+    }
+}
+
 /// Open the tap `name` (created when it does not exist, and then gone
 /// when tessera exits; `None`: the kernel picks a name), non-blocking, as
-/// `IFF_TAP | IFF_NO_PI`. Returns it and its name.
+/// `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` with the 12-byte virtio-net
+/// header. Returns it and its name.
 fn open_tap(name: Option<&str>) -> Result<(std::fs::File, String), String> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -220,7 +236,8 @@ fn open_tap(name: Option<&str>) -> Result<(std::fs::File, String), String> {
             *d = s as libc::c_char;
         }
     }
-    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    ifr.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which lives on this
     // stack frame for the call.
     let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
@@ -237,6 +254,15 @@ fn open_tap(name: Option<&str>) -> Result<(std::fs::File, String), String> {
             }
             _ => format!("{who}: {e}"),
         });
+    }
+    let hdr_len: libc::c_int = devices::virtio::net::HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int, which lives on this stack
+    // frame for the call.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) } != 0 {
+        return Err(format!(
+            "tap: setting the virtio-net header size: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     let got: Vec<u8> = ifr
         .ifr_name

@@ -15,32 +15,21 @@ fn memory() -> GuestMemoryMmap {
 }
 
 /// A handler whose "tap" is one end of a datagram socket pair (one read,
-/// one frame, as on a tap); the other end is returned.
-fn handler() -> (NetHandler, UnixDatagram) {
+/// one frame, as on a tap); the other end is returned. `vnet_hdr`: the
+/// "tap" carries the header; `guest_csum`: the driver took GUEST_CSUM.
+fn handler_with(vnet_hdr: bool, guest_csum: bool) -> (NetHandler, UnixDatagram) {
     let (a, b) = UnixDatagram::pair().unwrap();
     a.set_nonblocking(true).unwrap();
-    let mut net = Net::new(
-        File::from(OwnedFd::from(a)),
-        "net0".into(),
-        [2, 0, 0, 0, 0, 1],
-    );
-    let h = net.activate(0);
-    // Recover the concrete handler through a fresh one with the same tap.
-    drop(h);
-    (
-        NetHandler {
-            tap: net.tap.clone(),
-            name: "net0".into(),
-            stash: None,
-            buf: vec![0u8; MAX_FRAME + HDR_LEN],
-            dropped: 0,
-        },
-        b,
-    )
+    let tap = Arc::new(File::from(OwnedFd::from(a)));
+    (NetHandler::new(tap, "net0".into(), vnet_hdr, guest_csum), b)
+}
+
+fn handler() -> (NetHandler, UnixDatagram) {
+    handler_with(false, false)
 }
 
 fn queue(mem: &GuestMemoryMmap, at: u64, chains: &[&[(u64, u32, u16)]]) -> (Queue, u64) {
-    let q = MockSplitQueue::create(mem, GuestAddress(at), 16);
+    let q = MockSplitQueue::create(mem, GuestAddress(at), 32);
     let mut start = 0u16;
     for descs in chains {
         let raw: Vec<RawDescriptor> = descs
@@ -100,7 +89,7 @@ fn received_frames_get_a_header_and_wait_for_buffers() {
     // No receive buffer yet: the frame waits.
     let (mut empty, _) = queue(&mem, 0x4_0000, &[]);
     assert_eq!(h.fill_rx(&mut empty, &mem).unwrap(), 0);
-    assert!(h.stash.is_some());
+    assert!(h.waiting.is_some());
     // A buffer comes (the guest's kick): the frame lands in it.
     let (mut q, used) = queue(&mem, 0, &[&[(0x8000, 1526, F_WRITE)]]);
     assert_eq!(h.process(RX, &mut q, &mem).unwrap(), 1);
@@ -157,4 +146,95 @@ fn fuzz_virtio_net_chains() {
             }
         }
     });
+}
+
+#[test]
+fn offloads_are_offered_only_on_a_tap_with_the_header() {
+    let (a, _b) = UnixDatagram::pair().unwrap();
+    let plain = Net::new(File::from(OwnedFd::from(a)), "n".into(), [2, 0, 0, 0, 0, 1]);
+    assert_eq!(plain.features() & OFFLOADS, 0);
+    let (a, _b) = UnixDatagram::pair().unwrap();
+    let hdr_only = Net::with_vnet_hdr(File::from(OwnedFd::from(a)), "n".into(), [2; 6], false);
+    assert_eq!(hdr_only.features() & OFFLOADS, 0);
+    let (a, _b) = UnixDatagram::pair().unwrap();
+    let full = Net::with_vnet_hdr(File::from(OwnedFd::from(a)), "n".into(), [2; 6], true);
+    assert_eq!(full.features() & OFFLOADS, OFFLOADS);
+    assert_ne!(full.features() & F_MAC, 0);
+}
+
+#[test]
+fn the_tap_is_told_exactly_what_the_driver_took() {
+    assert_eq!(tap_offloads(0), 0, "OVMF takes none");
+    assert_eq!(tap_offloads(F_GUEST_CSUM), libc::TUN_F_CSUM);
+    assert_eq!(
+        tap_offloads(F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6 | F_CSUM | F_HOST_TSO4),
+        libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6
+    );
+    // TSO without checksum offload is not a valid set: nothing
+    assert_eq!(tap_offloads(F_GUEST_TSO4 | F_GUEST_TSO6), 0);
+}
+
+#[test]
+fn with_the_header_on_the_tap_it_passes_through_both_ways() {
+    let mem = memory();
+    let (mut h, peer) = handler_with(true, true);
+    // transmit: a TSO-style header (NEEDS_CSUM, GSO TCPv4) reaches the tap
+    // unchanged, ahead of the frame
+    let hdr: [u8; HDR_LEN] = [1, 1, 54, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0];
+    let frame = vec![0x42u8; 3000];
+    mem.write_slice(&hdr, GuestAddress(0x8000)).unwrap();
+    mem.write_slice(&frame, GuestAddress(0x9000)).unwrap();
+    let (mut q, _) = queue(
+        &mem,
+        0,
+        &[&[(0x8000, HDR_LEN as u32, 0), (0x9000, 3000, 0)]],
+    );
+    assert_eq!(h.process(TX, &mut q, &mem).unwrap(), 1);
+    let mut got = vec![0u8; 8192];
+    let n = peer.recv(&mut got).unwrap();
+    assert_eq!(n, HDR_LEN + 3000);
+    assert_eq!(got[..HDR_LEN], hdr);
+    assert_eq!(got[HDR_LEN..n], frame[..]);
+
+    // receive: a 64 KiB segment with its header lands in a "big packets"
+    // chain (header descriptor plus 17 pages), num_buffers 1, flags kept
+    let mut seg = vec![0u8; HDR_LEN + 65000];
+    seg[..10].copy_from_slice(&[HDR_F_DATA_VALID, 1, 54, 0, 0xa8, 0x05, 0, 0, 0, 0]);
+    for (i, b) in seg[HDR_LEN..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    peer.send(&seg).unwrap();
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+    let mut descs = vec![(0x2_0000u64, HDR_LEN as u32, F_WRITE)];
+    descs.extend((0..17u64).map(|p| (0x10_0000 + p * 0x1000, 0x1000u32, F_WRITE)));
+    let (mut q, used) = queue(&mem, 0, &[&descs]);
+    assert_eq!(h.process(RX, &mut q, &mem).unwrap(), 1);
+    assert_eq!(used_len(&mem, used, 0), (HDR_LEN + 65000) as u32);
+    let mut back = [0u8; HDR_LEN];
+    mem.read_slice(&mut back, GuestAddress(0x2_0000)).unwrap();
+    assert_eq!(back[..10], seg[..10], "the tap's header as it came");
+    assert_eq!(back[10..], 1u16.to_le_bytes(), "num_buffers");
+    let mut body = vec![0u8; 65000];
+    mem.read_slice(&mut body, GuestAddress(0x10_0000)).unwrap();
+    assert_eq!(body[..], seg[HDR_LEN..]);
+}
+
+#[test]
+fn a_driver_without_guest_csum_gets_no_checksum_flags() {
+    let mem = memory();
+    let (mut h, peer) = handler_with(true, false);
+    let mut f = vec![0u8; HDR_LEN + 60];
+    f[0] = HDR_F_DATA_VALID;
+    peer.send(&f).unwrap();
+    let (mut q, used) = queue(&mem, 0, &[&[(0x8000, 1526, F_WRITE)]]);
+    assert_eq!(h.process(RX, &mut q, &mem).unwrap(), 1);
+    assert_eq!(used_len(&mem, used, 0), (HDR_LEN + 60) as u32);
+    let mut hdr = [0xffu8; HDR_LEN];
+    mem.read_slice(&mut hdr, GuestAddress(0x8000)).unwrap();
+    assert_eq!(hdr, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    // a read shorter than a header is no frame
+    peer.send(&[1, 2, 3]).unwrap();
+    let (mut q, _) = queue(&mem, 0x2_0000, &[&[(0x8000, 1526, F_WRITE)]]);
+    assert_eq!(h.process(RX, &mut q, &mem).unwrap(), 0);
+    assert_eq!(h.dropped, 1);
 }
