@@ -8,6 +8,7 @@
 
 pub mod boot;
 pub mod bus;
+pub mod coalesced;
 pub mod config;
 pub mod console;
 pub mod control;

@@ -28,6 +28,7 @@ use log::{debug, error, warn};
 use vm_memory::MmapRegion;
 
 use crate::bus::{Bus, Buses, SharedDevice};
+use crate::coalesced::Coalesced;
 use crate::interrupt::{MsiRouter, RouteChange};
 use crate::slots::{HostBuffer, Slots};
 use crate::vm_ops::VmOps;
@@ -180,6 +181,10 @@ pub struct Platform {
     msi: Arc<MsiRouter>,
     windows: HashMap<Window, Movable>,
     flash: Option<FlashWindow>,
+    /// The coalesced MMIO ring (set once the vCPUs exist, when KVM has it).
+    coalesced: std::sync::OnceLock<Coalesced>,
+    /// The flash range is a coalesced zone now.
+    flash_zone: std::sync::atomic::AtomicBool,
     /// Read-only memory mapped into the guest (firmware code), kept alive
     /// for as long as its slots are mapped.
     rom: Vec<HostBuffer>,
@@ -210,6 +215,8 @@ impl Platform {
             pci: Arc::new(PciRoot::new()),
             windows: HashMap::new(),
             flash: None,
+            coalesced: std::sync::OnceLock::new(),
+            flash_zone: std::sync::atomic::AtomicBool::new(false),
             rom: Vec::new(),
             bars: Mutex::new(HashMap::new()),
             mapped_history: Mutex::new(Vec::new()),
@@ -291,11 +298,73 @@ impl Platform {
         lock(&self.mapped_history).clone()
     }
 
+    /// True when a flash window is mapped.
+    pub fn has_flash(&self) -> bool {
+        self.flash.is_some()
+    }
+
+    /// Use `ring` for the flash's programming writes (see
+    /// [`crate::coalesced`]); only the first call counts.
+    pub fn set_coalesced(&self, ring: Coalesced) {
+        let _ = self.coalesced.set(ring);
+    }
+
+    /// Replay the guest's coalesced writes on the MMIO bus, in order (see
+    /// [`crate::coalesced`]); called by every vCPU before it handles an
+    /// exit. One atomic load when there are none.
+    pub fn drain_coalesced(&self) -> usize {
+        let Some(c) = self.coalesced.get() else {
+            return 0;
+        };
+        c.drain(|addr, data| {
+            if let Some(e) = self.buses.mmio.write(addr, data).filter(|e| !e.is_empty()) {
+                crate::exit::EffectSink::apply(self, e);
+            }
+        })
+    }
+
+    /// Writes that went through the coalesced ring instead of exiting.
+    pub fn coalesced_writes(&self) -> Option<u64> {
+        self.coalesced.get().map(Coalesced::writes)
+    }
+
+    /// Make the flash range a coalesced zone (`on`: its slot is unmapped,
+    /// every read exits and drains the ring first) or stop.
+    fn flash_zone(&self, flash: &FlashWindow, on: bool) {
+        use std::sync::atomic::Ordering;
+        let Some(c) = self.coalesced.get() else {
+            return;
+        };
+        if self.flash_zone.load(Ordering::SeqCst) == on {
+            return;
+        }
+        let len = flash.buffer.len() as u32;
+        let r = if on {
+            self.vm.register_coalesced(flash.gpa, len)
+        } else {
+            self.vm.unregister_coalesced(flash.gpa, len)
+        };
+        match r {
+            Ok(()) => {
+                self.flash_zone.store(on, Ordering::SeqCst);
+                c.zone_changed(on);
+            }
+            // Writes keep exiting: slower, equally correct.
+            Err(e) => warn!("flash at {:#x}: {e}", flash.gpa),
+        }
+    }
+
     fn flash_mode(&self, read_array: bool) {
         let Some(flash) = &self.flash else {
             warn!("flash mode change without a mapped flash");
             return;
         };
+        // Programming writes coalesce only while the slot is unmapped (a
+        // read must exit to see them); the zone goes before the slot comes
+        // back, and comes after it went.
+        if read_array {
+            self.flash_zone(flash, false);
+        }
         let result = if read_array {
             let bytes = (flash.contents)();
             flash
@@ -314,8 +383,10 @@ impl Platform {
         };
         // Either way the device on the MMIO bus still answers every access
         // correctly; only speed is lost.
-        if let Err(e) = result {
-            error!("flash window (read_array={read_array}): {e}");
+        match result {
+            Ok(()) if !read_array => self.flash_zone(flash, true),
+            Ok(()) => {}
+            Err(e) => error!("flash window (read_array={read_array}): {e}"),
         }
     }
 

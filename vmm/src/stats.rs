@@ -149,6 +149,9 @@ pub struct Stats {
     pub vcpus: Vec<ExitStats>,
     /// Per device range.
     pub devices: Vec<DeviceLine>,
+    /// Writes replayed from the coalesced ring (no exit each), when it is
+    /// in use.
+    pub coalesced: Option<u64>,
 }
 
 impl Stats {
@@ -194,7 +197,11 @@ impl Stats {
                 writes: 0,
             });
         }
-        Self { vcpus, devices }
+        Self {
+            vcpus,
+            devices,
+            coalesced: platform.coalesced_writes(),
+        }
     }
 
     /// The lines `--stats` prints.
@@ -210,6 +217,9 @@ impl Stats {
                 "tessera-stats: exits vcpu={i} total={} pio={} mmio={} other={}",
                 v.total, v.pio, v.mmio, v.other
             ));
+        }
+        if let Some(n) = self.coalesced {
+            out.push(format!("tessera-stats: coalesced writes={n}"));
         }
         for d in &self.devices {
             out.push(match d.bus {
@@ -256,11 +266,13 @@ mod tests {
                     writes: 0,
                 },
             ],
+            coalesced: Some(30700),
         };
         assert_eq!(
             s.lines(),
             vec![
                 "tessera-stats: exits vcpu=0 total=2 pio=1 mmio=0 other=1",
+                "tessera-stats: coalesced writes=30700",
                 "tessera-stats: device=\"COM1\" kind=trap bus=pio base=0x3f8 len=0x8 reads=0 writes=1",
                 "tessera-stats: device=\"vfio 0000:03:00.0 BAR2\" kind=mapped base=0x400000000 len=0x100000000",
             ]

@@ -384,6 +384,8 @@ impl Vcpu {
             let action = match self.fd.run() {
                 Ok(exit) => {
                     efaults = 0;
+                    // Writes the guest made before this exit come first.
+                    platform.drain_coalesced();
                     stats.count(&exit);
                     let io_size = self.run_view.io_size();
                     handle_exit(exit, io_size, &platform.buses, platform)
@@ -422,8 +424,15 @@ impl Vcpu {
                 }
             }
         }
+        // What the guest wrote before the VM stopped reaches its devices.
+        platform.drain_coalesced();
         stats.log(self.index);
         stats
+    }
+
+    /// Map the VM's coalesced MMIO ring through this vCPU.
+    pub fn map_coalesced_ring(&self) -> std::io::Result<crate::coalesced::Ring> {
+        crate::coalesced::Ring::map(&self.fd)
     }
 
     /// Registers for a crash report.

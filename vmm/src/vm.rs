@@ -232,6 +232,15 @@ pub(crate) fn run_once(
         let start = if i == 0 { bsp } else { aps };
         vcpus.push(Vcpu::new(kvm, &vm, i, cfg.cpus, start, space.phys_bits)?);
     }
+    // The flash's programming writes go through KVM's coalesced ring
+    // (crate::coalesced) when KVM has one.
+    if platform.has_flash() && kvm.check_extension(kvm_ioctls::Cap::CoalescedMmio) {
+        match vcpus.first().map(Vcpu::map_coalesced_ring) {
+            None => {}
+            Some(Ok(ring)) => platform.set_coalesced(crate::coalesced::Coalesced::new(ring)),
+            Some(Err(e)) => warn!("coalesced MMIO ring: {e}; flash writes exit one by one"),
+        }
+    }
 
     // Event loop subscribers exist before any vCPU runs, so no stop is missed.
     let mut em =

@@ -61,6 +61,15 @@ pub trait VmOps: Send + Sync {
 
     /// Undo [`register_ioevent`](Self::register_ioevent).
     fn unregister_ioevent(&self, fd: &EventFd, addr: u64) -> Result<(), KvmError>;
+
+    /// Make guest writes to the MMIO range `addr..addr + len` that reach
+    /// no memory slot go to the coalesced ring instead of exiting
+    /// (`KVM_REGISTER_COALESCED_MMIO`).
+    fn register_coalesced(&self, addr: u64, len: u32) -> Result<(), KvmError>;
+
+    /// Undo [`VmOps::register_coalesced`]; once it returns no write is
+    /// added to the ring for the range.
+    fn unregister_coalesced(&self, addr: u64, len: u32) -> Result<(), KvmError>;
 }
 
 impl VmOps for VmFd {
@@ -157,6 +166,16 @@ impl VmOps for VmFd {
         )
         .map_err(|e| KvmError::Ioctl("unregister an ioeventfd", e))
     }
+
+    fn register_coalesced(&self, addr: u64, len: u32) -> Result<(), KvmError> {
+        VmFd::register_coalesced_mmio(self, kvm_ioctls::IoEventAddress::Mmio(addr), len)
+            .map_err(|e| KvmError::Ioctl("register a coalesced MMIO zone", e))
+    }
+
+    fn unregister_coalesced(&self, addr: u64, len: u32) -> Result<(), KvmError> {
+        VmFd::unregister_coalesced_mmio(self, kvm_ioctls::IoEventAddress::Mmio(addr), len)
+            .map_err(|e| KvmError::Ioctl("unregister a coalesced MMIO zone", e))
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +222,11 @@ pub(crate) mod tests {
         Ioevent {
             fd: i32,
             addr: u64,
+            registered: bool,
+        },
+        Coalesced {
+            addr: u64,
+            len: u32,
             registered: bool,
         },
     }
@@ -295,6 +319,24 @@ pub(crate) mod tests {
             self.push(Call::Ioevent {
                 fd: fd.as_raw_fd(),
                 addr,
+                registered: false,
+            });
+            Ok(())
+        }
+
+        fn register_coalesced(&self, addr: u64, len: u32) -> Result<(), KvmError> {
+            self.push(Call::Coalesced {
+                addr,
+                len,
+                registered: true,
+            });
+            Ok(())
+        }
+
+        fn unregister_coalesced(&self, addr: u64, len: u32) -> Result<(), KvmError> {
+            self.push(Call::Coalesced {
+                addr,
+                len,
                 registered: false,
             });
             Ok(())

@@ -57,7 +57,10 @@
 //!
 //! A flash built with [`Pflash::new`] on a writable file writes every
 //! program and erase through to the file before the guest can observe it
-//! (before the write that caused it returns), with one positioned write
+//! (before the write that caused it returns; tessera's VMM may collect the
+//! writes of a programming sequence in KVM's coalesced ring, and then
+//! replays them before it handles any later guest access, so no device,
+//! this one included, answers the guest before they are applied), with one positioned write
 //! (`pwrite`) of exactly the affected bytes: a program writes the 1-8
 //! programmed bytes, an erase writes the whole 4 KiB block of `0xFF` in one
 //! call. The in-memory copy is updated only after the file write succeeded,

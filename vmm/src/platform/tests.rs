@@ -415,3 +415,108 @@ fn doorbells_become_ioeventfds_that_follow_the_bar() {
     assert_eq!(registered(&rec.take(), false).len(), 2);
     assert!(!p.buses.mmio.read(0xc020_1008, &mut b));
 }
+
+/// A page standing in for KVM's coalesced ring (8-byte aligned).
+struct RingPage(Box<[u64; 512]>);
+
+impl RingPage {
+    fn push(&mut self, addr: u64, byte: u8) {
+        let p: *mut u8 = self.0.as_mut_ptr().cast();
+        // SAFETY: offsets inside the page; the test is single-threaded.
+        unsafe {
+            let last = p.add(4).cast::<u32>();
+            let l = *last;
+            let e = p.add(8 + l as usize * 24);
+            e.cast::<u64>().write_unaligned(addr);
+            e.add(8).cast::<u32>().write_unaligned(1);
+            *e.add(16) = byte;
+            *last = (l + 1) % crate::coalesced::RING_ENTRIES;
+        }
+    }
+}
+
+#[test]
+fn flash_programming_coalesces_only_while_its_slot_is_unmapped() {
+    use devices::legacy::pflash::Pflash;
+    let (rec, mut p) = platform();
+    let base = 0xffc0_0000u64;
+    let len = 0x2_0000u64;
+    let path = std::env::temp_dir().join(format!("tessera-coalesced-{}.fd", std::process::id()));
+    std::fs::write(&path, vec![0xffu8; len as usize]).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let flash = Arc::new(Mutex::new(Pflash::new(file, len, false).unwrap()));
+    p.buses
+        .mmio
+        .insert(base, len, "UEFI variable flash", flash.clone())
+        .unwrap();
+    let f2 = flash.clone();
+    let slot = p.slots().allocate();
+    p.set_flash(FlashWindow {
+        device: flash.clone(),
+        contents: Box::new(move || f2.lock().unwrap().contents().to_vec()),
+        gpa: base,
+        slot,
+        buffer: HostBuffer::new(len as usize).unwrap(),
+    });
+    let mut page = RingPage(Box::new([0u64; 512]));
+    // SAFETY: the page outlives the platform (dropped after it below).
+    let ring = unsafe { crate::coalesced::Ring::on(page.0.as_mut_ptr().cast()) };
+    p.set_coalesced(crate::coalesced::Coalesced::new(ring));
+    p.apply(Effects::one(Effect::FlashMode { read_array: true }));
+    rec.take();
+
+    // The program command exits (slot mapped, no zone): the slot goes,
+    // then the range becomes a zone.
+    if let Some(e) = p.buses.mmio.write(base + 0x10, &[0x10]) {
+        p.apply(e);
+    }
+    let calls = rec.take();
+    let unmap = calls
+        .iter()
+        .position(|c| matches!(c, Call::RemoveMemory { .. }));
+    let zone = calls.iter().position(|c| {
+        *c == Call::Coalesced {
+            addr: base,
+            len: len as u32,
+            registered: true,
+        }
+    });
+    assert!(unmap.is_some() && zone > unmap, "{calls:?}");
+
+    // The guest's next writes went to the ring: the byte, another
+    // program command and byte, then read array.
+    page.push(base + 0x10, 0x42);
+    page.push(base + 0x11, 0x10);
+    page.push(base + 0x11, 0x43);
+    page.push(base + 0x11, 0xff);
+    assert_eq!(p.drain_coalesced(), 4);
+    let calls = rec.take();
+    let unzone = calls.iter().position(|c| {
+        *c == Call::Coalesced {
+            addr: base,
+            len: len as u32,
+            registered: false,
+        }
+    });
+    let map = calls
+        .iter()
+        .position(|c| matches!(c, Call::SetMemory { .. }));
+    assert!(
+        unzone.is_some() && map > unzone,
+        "zone off before the slot returns: {calls:?}"
+    );
+    let mut b = [0u8; 2];
+    p.buses.mmio.read(base + 0x10, &mut b);
+    assert_eq!(b, [0x42, 0x43], "the replayed writes programmed the flash");
+    assert_eq!(p.coalesced_writes(), Some(4));
+    // Nothing registered now: draining is idle.
+    page.push(base, 0x10);
+    assert_eq!(p.drain_coalesced(), 0);
+    drop(p);
+    drop(page);
+}
