@@ -113,7 +113,9 @@ pub(crate) fn run_once(
         u64::from(devices::legacy::i8042::PORT_BASE),
         u64::from(devices::legacy::i8042::PORT_LEN),
         "i8042",
-        Arc::new(Mutex::new(I8042::new(control.clone()))),
+        Arc::new(Mutex::new(I8042::new(control.clone()).with_irq(Arc::new(
+            IrqFd::new(&vm, 1).map_err(|e| Error::Io("wire the i8042 interrupt", e))?,
+        )))),
     )?;
     let high_ram = layout.high_ram().map_or(0, |(_, size)| size);
     buses.pio.insert(

@@ -11,11 +11,17 @@
 //!
 //! Guests reboot by pulsing the reset line: controller command 0xFE, or
 //! clearing bit 0 of the output port (command 0xD1).
+//!
+//! With an interrupt line ([`I8042::with_irq`], ISA IRQ 1) each byte that
+//! becomes readable raises it while the command byte enables keyboard
+//! interrupts, as on a PC: Linux's keyboard driver waits for the
+//! acknowledgement of its commands by interrupt, and without one it sits
+//! out each command's timeout (some 0.45 s of boot).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::{BusDevice, Effects, VmControl, VmRequest};
+use crate::{BusDevice, Effects, IrqLine, VmControl, VmRequest};
 
 /// Base I/O port; the device spans 0x60..=0x64 (data at +0, command/status at +4).
 pub const PORT_BASE: u16 = 0x60;
@@ -56,6 +62,7 @@ pub struct I8042 {
     last_was_command: bool,
     pending: Pending,
     output_port: u8,
+    irq: Option<Arc<dyn IrqLine>>,
 }
 
 impl std::fmt::Debug for I8042 {
@@ -77,6 +84,25 @@ impl I8042 {
             last_was_command: false,
             pending: Pending::None,
             output_port: 0x03,
+            irq: None,
+        }
+    }
+
+    /// The same, raising `irq` (IRQ 1) for each byte that becomes
+    /// readable while the command byte enables keyboard interrupts.
+    pub fn with_irq(mut self, irq: Arc<dyn IrqLine>) -> Self {
+        self.irq = Some(irq);
+        self
+    }
+
+    /// A byte is readable now: interrupt, when enabled.
+    fn byte_ready(&self) {
+        if self.ctr & CTR_KBD_INT == 0 || self.output.is_empty() {
+            return;
+        }
+        if let Some(irq) = &self.irq {
+            // A lost edge costs the guest a timeout, never correctness.
+            let _ = irq.trigger();
         }
     }
 
@@ -95,12 +121,16 @@ impl I8042 {
     }
 
     fn reply(&mut self, bytes: &[u8]) {
+        let was_empty = self.output.is_empty();
         // A real controller holds one byte; a short queue keeps multi-byte
         // answers (reset, identify) in order without losing any.
         for &b in bytes {
             if self.output.len() < 16 {
                 self.output.push_back(b);
             }
+        }
+        if was_empty {
+            self.byte_ready();
         }
     }
 
@@ -139,7 +169,13 @@ impl I8042 {
     fn data(&mut self, value: u8) {
         self.last_was_command = false;
         match std::mem::replace(&mut self.pending, Pending::None) {
-            Pending::WriteCtr => self.ctr = value,
+            Pending::WriteCtr => {
+                let enabled = value & CTR_KBD_INT != 0 && self.ctr & CTR_KBD_INT == 0;
+                self.ctr = value;
+                if enabled {
+                    self.byte_ready();
+                }
+            }
             Pending::WriteOutputPort => {
                 self.output_port = value;
                 if value & 1 == 0 {
@@ -180,7 +216,11 @@ impl BusDevice for I8042 {
             return;
         };
         match offset {
-            DATA => *first = self.output.pop_front().unwrap_or(0),
+            DATA => {
+                *first = self.output.pop_front().unwrap_or(0);
+                // the next byte of a multi-byte answer
+                self.byte_ready();
+            }
             COMMAND => *first = self.status(),
             // 0x61..0x63 are not ours (0x61 is the PIT/speaker port in
             // KVM's in-kernel PIT); behave like an open bus.
@@ -202,6 +242,47 @@ impl BusDevice for I8042 {
 mod tests {
     use super::*;
     use crate::test_util::RecordingControl;
+
+    #[derive(Default)]
+    struct Edges(std::sync::atomic::AtomicUsize);
+
+    impl IrqLine for Edges {
+        fn trigger(&self) -> std::io::Result<()> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    impl Edges {
+        fn take(&self) -> usize {
+            self.0.swap(0, std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn each_readable_byte_interrupts_while_enabled() {
+        let (d, _) = dev();
+        let edges = Arc::new(Edges::default());
+        let mut d = d.with_irq(edges.clone());
+        // reset: ACK and BAT; one edge per byte as each becomes readable
+        data(&mut d, 0xff);
+        assert_eq!(edges.take(), 1);
+        let mut b = [0u8];
+        d.read(DATA, &mut b);
+        assert_eq!((b[0], edges.take()), (0xfa, 1), "the BAT byte is next");
+        d.read(DATA, &mut b);
+        assert_eq!((b[0], edges.take()), (0xaa, 0), "nothing left");
+        // keyboard interrupts off in the command byte: no edges
+        cmd(&mut d, 0x60);
+        data(&mut d, 0x64);
+        data(&mut d, 0xf4);
+        assert_eq!(edges.take(), 0);
+        // on again with the ACK waiting: it interrupts now
+        cmd(&mut d, 0x60);
+        data(&mut d, 0x65);
+        assert_eq!(edges.take(), 1);
+        assert_eq!(drain(&mut d), vec![0xfa]);
+    }
 
     fn dev() -> (I8042, Arc<RecordingControl>) {
         let ctl = Arc::new(RecordingControl::default());
